@@ -1,0 +1,35 @@
+"""greenws: WebSockets for WSGI apps on gevent, eventlet and threaded servers.
+
+::
+
+    from greenws import Server, Client, ConnectionClosed
+
+    def app(environ, start_response):
+        ws = Server.accept(environ)
+        for message in ws:
+            ws.send(message)
+        ...
+
+The API is a superset of simple-websocket's; see the README for the rest.
+"""
+
+from . import presets
+from .client import Client
+from .connection import Base
+from .errors import ConnectionClosed, ConnectionError, GreenWSError, HandshakeError
+from .server import Server
+from .wsgi import WebSocketWSGI
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Base",
+    "Client",
+    "ConnectionClosed",
+    "ConnectionError",
+    "GreenWSError",
+    "HandshakeError",
+    "Server",
+    "WebSocketWSGI",
+    "presets",
+]

@@ -1,0 +1,113 @@
+"""permessage-deflate (RFC 7692) with bounded zlib memory.
+
+wsproto's :class:`~wsproto.extensions.PerMessageDeflate` uses zlib's default
+window (32 KiB) and memory level (8): about 330 KiB per connection once both
+directions have compressed a message.  Ten thousand connections in one worker
+cannot afford that, so greenws compresses with a small window and memory level,
+asks the peer to compress with a small window where the offer lets it, and
+drops the zlib state between messages (no context takeover) so an idle
+connection holds no zlib memory at all.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Union
+
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode
+from wsproto.frame_protocol import RsvBits
+
+__all__ = ["BoundedDeflate", "WINDOW_BITS", "MEM_LEVEL"]
+
+#: LZ77 window (2**12 = 4 KiB) used by our compressor and asked of the peer.
+WINDOW_BITS = 12
+#: zlib memory level of our compressor (2**(5+9) = 16 KiB of hash tables).
+MEM_LEVEL = 5
+
+
+class BoundedDeflate(PerMessageDeflate):
+    """PerMessageDeflate whose zlib objects stay small and short-lived.
+
+    It offers and accepts ``client_max_window_bits`` / ``server_max_window_bits``
+    of :data:`WINDOW_BITS` and ``*_no_context_takeover`` in both directions.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            client_no_context_takeover=True,
+            client_max_window_bits=WINDOW_BITS,
+            server_no_context_takeover=True,
+            server_max_window_bits=WINDOW_BITS,
+        )
+
+    def accept(self, offer: str) -> Union[bool, None, str]:
+        # The server may always ask for no context takeover in both directions
+        # (RFC 7692 7.1.1.1, 7.1.1.2), and may cap its own window; the client's
+        # window can only be capped if the client announced it understands the
+        # parameter.
+        params = [p.strip() for p in offer.split(";")[1:]]
+        names = {p.split("=", 1)[0].strip() for p in params}
+        requested_server_bits = None
+        for p in params:
+            if p.startswith("server_max_window_bits") and "=" in p:
+                try:
+                    requested_server_bits = int(p.split("=", 1)[1].strip().strip('"'))
+                except ValueError:
+                    return None
+                if not 8 <= requested_server_bits <= 15:
+                    return None
+        server_bits = min(WINDOW_BITS, requested_server_bits or 15)
+        # zlib cannot produce a raw deflate stream with an 8-bit window.
+        server_bits = max(server_bits, 9)
+        if requested_server_bits is not None and requested_server_bits < server_bits:
+            return None
+        self.server_max_window_bits = server_bits
+        self.server_no_context_takeover = True
+        self.client_no_context_takeover = True
+        parts = [
+            "server_no_context_takeover",
+            "client_no_context_takeover",
+            f"server_max_window_bits={server_bits}",
+        ]
+        if "client_max_window_bits" in names:
+            client_bits = WINDOW_BITS
+            for p in params:
+                if p.startswith("client_max_window_bits") and "=" in p:
+                    try:
+                        client_bits = min(client_bits, int(p.split("=", 1)[1]))
+                    except ValueError:
+                        return None
+            client_bits = max(client_bits, 9)
+            self.client_max_window_bits = client_bits
+            parts.append(f"client_max_window_bits={client_bits}")
+        else:
+            self.client_max_window_bits = 15
+        self._enabled = True
+        return "; ".join(parts)
+
+    def finalize(self, offer: str) -> None:
+        # Client side: the server's answer is authoritative.  Parameters it
+        # leaves out take their RFC defaults, not the values we offered.
+        self.server_no_context_takeover = False
+        self.server_max_window_bits = 15
+        super().finalize(offer)
+        self.client_no_context_takeover = True
+
+    def frame_outbound(
+        self,
+        proto: Union[FrameDecoder, FrameProtocol],
+        opcode: Opcode,
+        rsv: RsvBits,
+        data: bytes,
+        fin: bool,
+    ) -> tuple[RsvBits, bytes]:
+        if self._compressor is None and opcode in (Opcode.TEXT, Opcode.BINARY):
+            bits = self.client_max_window_bits if proto.client else (
+                self.server_max_window_bits
+            )
+            self._compressor = zlib.compressobj(
+                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -min(bits, WINDOW_BITS),
+                MEM_LEVEL,
+            )
+        return super().frame_outbound(proto, opcode, rsv, data, fin)

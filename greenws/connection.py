@@ -1,0 +1,472 @@
+"""The I/O loop shared by :class:`~greenws.Server` and :class:`~greenws.Client`.
+
+One background thread (or greenlet) per connection reads the socket, feeds
+:class:`~greenws.protocol.Protocol`, answers pings and closes, sends keepalive
+pings, and puts whole messages in a bounded queue that :meth:`receive` drains.
+Every write (user messages, pongs, pings, Close frames) goes through one lock
+and ``sendall``, so frames never interleave and are never cut short.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import selectors
+import socket
+import time
+from typing import Any, Deque, Dict, Iterator, List, Optional, Union
+
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError
+
+from . import presets as _presets
+from .errors import ConnectionClosed
+from .protocol import (
+    ABNORMAL,
+    CLOSE,
+    FAIL,
+    GOING_AWAY,
+    INTERNAL_ERROR,
+    MESSAGE,
+    NO_STATUS,
+    NORMAL_CLOSURE,
+    PING,
+    PONG,
+    Protocol,
+)
+
+__all__ = ["Base", "DEFAULT_CLOSE_TIMEOUT", "DEFAULT_MAX_QUEUE"]
+
+#: Seconds :meth:`Base.close` waits for the peer's Close frame.
+DEFAULT_CLOSE_TIMEOUT = 5.0
+#: Messages that may wait in the receive queue before reading pauses.
+DEFAULT_MAX_QUEUE = 16
+
+# Codes after which ``for msg in ws`` ends quietly instead of raising.
+_OK_CODES = (NORMAL_CLOSURE, GOING_AWAY, NO_STATUS)
+
+Data = Union[str, bytes]
+
+
+class Base:
+    """A WebSocket connection (the common part of Server and Client).
+
+    Do not instantiate it directly: use :meth:`greenws.Server.accept` or
+    :meth:`greenws.Client.connect`.
+    """
+
+    #: The subprotocol agreed during the handshake, or ``None``.
+    subprotocol: Optional[str] = None
+    #: True from the handshake until the connection starts closing.
+    connected: bool = False
+    #: The close code (1005 until a close happens).
+    close_reason: int = NO_STATUS
+    #: The close reason text, if any.
+    close_message: Optional[str] = None
+    #: Round-trip time in seconds of the last answered ping, or ``None``.
+    latency: Optional[float] = None
+
+    def _configure(
+        self,
+        *,
+        receive_bytes: int,
+        ping_interval: Optional[float],
+        max_message_size: Optional[int],
+        ping_timeout: Optional[float],
+        close_timeout: Optional[float],
+        max_queue: Optional[int],
+        preset: _presets.Preset,
+    ) -> None:
+        if receive_bytes <= 0:
+            raise ValueError("receive_bytes must be a positive number of bytes")
+        if max_queue is not None and max_queue < 1:
+            raise ValueError("max_queue must be at least 1, or None for no limit")
+        self.receive_bytes = receive_bytes
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout if ping_timeout is not None else ping_interval
+        self.max_message_size = max_message_size
+        self.close_timeout = (
+            DEFAULT_CLOSE_TIMEOUT if close_timeout is None else close_timeout
+        )
+        self.max_queue = max_queue
+        self.preset = preset
+        self.thread_class = preset["thread_class"]
+        self.event_class = preset["event_class"]
+        self.selector_class = preset["selector_class"]
+
+    # -- starting -----------------------------------------------------------
+
+    def _start(
+        self, sock: Any, protocol: Protocol, owns_socket: bool, pending: bytes = b""
+    ) -> None:
+        """Begin the open phase on ``sock`` (handshake already done)."""
+        event_class = self.event_class
+        self.sock = sock
+        self._owns_socket = owns_socket
+        self._protocol = protocol
+        self._queue: Deque[Data] = collections.deque()
+        self._message_event = event_class()
+        self._space_event = event_class()
+        self._space_event.set()
+        self._closed_event = event_class()
+        self._write_lock = self.preset["lock_class"]()
+        # payload -> [waiter or None, time sent, round-trip time once answered]
+        self._pings: Dict[bytes, List[Any]] = {}
+        self._keepalive_entry: Optional[List[Any]] = None
+        self._closing = False
+        self._done = False
+        try:
+            self.local_address: Any = sock.getsockname()
+            self.remote_address: Any = sock.getpeername()
+        except OSError:
+            self.local_address = self.remote_address = None
+        self.connected = True
+        # Bytes that came with the handshake are handled now, not when more
+        # data happens to arrive.
+        if not self._handle(protocol.receive_data(pending)):
+            self._finish()
+            return
+        self._thread = self.thread_class(target=self._run)
+        try:
+            self._thread.daemon = True
+        except (AttributeError, RuntimeError):  # pragma: no cover
+            pass
+        try:
+            self._thread.name = f"greenws-{id(self):x}"
+        except (AttributeError, TypeError):  # pragma: no cover
+            pass
+        self._thread.start()
+
+    # -- public API ---------------------------------------------------------
+
+    def send(self, data: Union[str, bytes, bytearray, memoryview, Any]) -> None:
+        """Send one message.
+
+        ``str`` is sent as a text message, ``bytes``/``bytearray``/``memoryview``
+        as a binary one, anything else as ``str(data)``.  Blocks (cooperatively
+        under gevent/eventlet) until the whole frame is handed to the kernel,
+        so a slow reader slows the sender instead of filling memory.  Raises
+        :class:`ConnectionClosed` once the connection is closing or closed.
+        """
+        if isinstance(data, str):
+            event: Event = TextMessage(data=data)
+        elif isinstance(data, (bytes, bytearray)):
+            event = BytesMessage(data=data)
+        elif isinstance(data, memoryview):
+            event = BytesMessage(data=data.tobytes())
+        else:
+            event = TextMessage(data=str(data))
+        if not self.connected:
+            raise ConnectionClosed(self.close_reason, self.close_message)
+        if not self._write(event):
+            raise ConnectionClosed(self.close_reason, self.close_message)
+
+    def receive(self, timeout: Optional[float] = None) -> Optional[Data]:
+        """Return the next message (``str`` or ``bytes``).
+
+        ``timeout=None`` waits for ever, ``0`` does not wait; ``None`` is
+        returned when the time runs out.  Messages received before the
+        connection closed are returned first; then :class:`ConnectionClosed`
+        is raised.
+        """
+        queue = self._queue
+        deadline = None
+        while not queue:
+            if self._done or (self._closing and not self.connected):
+                if queue:
+                    break
+                raise ConnectionClosed(self.close_reason, self.close_message)
+            if timeout is not None:
+                if deadline is None:
+                    deadline = time.monotonic() + timeout
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+            else:
+                remaining = None
+            self._message_event.clear()
+            if queue or self._done:
+                continue
+            self._message_event.wait(remaining)
+        message = queue.popleft()
+        if self.max_queue is not None and len(queue) < self.max_queue:
+            self._space_event.set()
+        return message
+
+    def ping(self, data: bytes = b"", timeout: Optional[float] = None) -> float:
+        """Send a ping and wait for its pong; return the round-trip time (s).
+
+        Raises :class:`TimeoutError` when ``timeout`` passes first and
+        :class:`ConnectionClosed` if the connection ends while waiting.
+        """
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        while not payload or payload in self._pings:
+            payload = os.urandom(4)
+        entry: List[Any] = [self.event_class(), time.monotonic(), None]
+        self._pings[payload] = entry
+        if not self.connected or not self._write(Ping(payload=payload)):
+            self._pings.pop(payload, None)
+            raise ConnectionClosed(self.close_reason, self.close_message)
+        if not entry[0].wait(timeout):
+            self._pings.pop(payload, None)
+            raise TimeoutError(f"no pong within {timeout} seconds")
+        if entry[2] is None:  # woken because the connection ended
+            raise ConnectionClosed(self.close_reason, self.close_message)
+        return float(entry[2])
+
+    def close(self, reason: Optional[int] = None, message: Optional[str] = None) -> None:
+        """Close the connection with ``reason`` (default 1000) and ``message``.
+
+        Sends a Close frame, waits up to ``close_timeout`` seconds for the
+        peer's, then closes the socket.  Calling it again, or after the peer
+        closed, does nothing.
+        """
+        code = NORMAL_CLOSURE if reason is None else reason
+        if not self._closing and not self._done:
+            self._closing = True
+            self.connected = False
+            self.close_reason = code
+            self.close_message = message
+            self._write(CloseConnection(code=code, reason=message), closing=True)
+            # A paused reader must run again to see the peer's Close frame.
+            self._space_event.set()
+            self._message_event.set()
+        if not self._closed_event.wait(self.close_timeout):
+            self._abort()
+            self._closed_event.wait(self.close_timeout)
+        self._join()
+
+    def choose_subprotocol(self, request: Any) -> Optional[str]:
+        """Pick the subprotocol from the client's offer (server side).
+
+        The default returns the first protocol offered by the client that is
+        in ``subprotocols``.  Override it to negotiate differently; return
+        ``None`` for no subprotocol.
+        """
+        supported = getattr(self, "subprotocols", None) or []
+        for name in request.subprotocols:
+            if name in supported:
+                return str(name)
+        return None
+
+    def __iter__(self) -> Iterator[Data]:
+        """Yield messages until the connection closes.
+
+        A normal close (1000, 1001 or no status) ends the loop; any other
+        code raises :class:`ConnectionClosed`.
+        """
+        while True:
+            try:
+                message = self.receive()
+            except ConnectionClosed as exc:
+                if exc.reason in _OK_CODES:
+                    return
+                raise
+            assert message is not None
+            yield message
+
+    def __enter__(self) -> "Base":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------
+
+    def _write(self, event: Event, closing: bool = False) -> bool:
+        """Serialise and send ``event`` whole; False if the connection is gone."""
+        with self._write_lock:
+            if self._done and not closing:
+                return False
+            try:
+                data = self._protocol.send(event)
+            except LocalProtocolError:
+                return False
+            try:
+                self.sock.sendall(data)
+            except (OSError, ValueError):
+                # The peer is gone (or the socket was closed under us).
+                if not self._closing:
+                    self.close_reason = ABNORMAL
+                self.connected = False
+                self._abort()
+                return False
+            return True
+
+    # -- reading (background thread) -------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._read_loop()
+        except Exception:  # noqa: BLE001 - a reader must never die loudly
+            if not self._closing:
+                self.close_reason = ABNORMAL
+        finally:
+            self._finish()
+
+    def _read_loop(self) -> None:
+        sock = self.sock
+        recv = sock.recv
+        size = self.receive_bytes
+        protocol = self._protocol
+        max_queue = self.max_queue
+        selector = None
+        if self.ping_interval:
+            selector = self.selector_class()
+            selector.register(sock, selectors.EVENT_READ)
+            self._next_ping = time.monotonic() + self.ping_interval
+        try:
+            while True:
+                if max_queue is not None and not self._closing:
+                    while len(self._queue) >= max_queue and not self._closing:
+                        self._space_event.clear()
+                        if len(self._queue) >= max_queue and not self._closing:
+                            self._space_event.wait()
+                if selector is not None and not self._keepalive(selector):
+                    return
+                try:
+                    data = recv(size)
+                except (OSError, ValueError):
+                    data = b""
+                if not data:
+                    self._eof()
+                    return
+                if not self._handle(protocol.receive_data(data)):
+                    return
+        finally:
+            if selector is not None:
+                selector.close()
+
+    def _keepalive(self, selector: Any) -> bool:
+        """Wait until readable, sending pings on time; False if the peer died."""
+        interval = self.ping_interval or 0.0
+        timeout = self.ping_timeout or 0.0
+        while True:
+            now = time.monotonic()
+            entry = self._keepalive_entry
+            if entry is not None and entry[2] is not None:
+                entry = self._keepalive_entry = None
+            if entry is not None and now >= entry[1] + timeout:
+                self._fail(INTERNAL_ERROR, "keepalive ping timeout", send=False)
+                return False
+            if entry is None and now >= self._next_ping:
+                payload = os.urandom(4)
+                entry = self._keepalive_entry = [None, now, None]
+                self._pings[payload] = entry
+                self._write(Ping(payload=payload))
+                self._next_ping = now + interval
+            deadline = self._next_ping
+            if entry is not None:
+                deadline = min(deadline, entry[1] + timeout)
+            if selector.select(max(deadline - time.monotonic(), 0.0)):
+                return True
+
+    def _handle(self, actions: Any) -> bool:
+        """Act on what the protocol reported; False when reading must stop."""
+        for kind, value in actions:
+            if kind == MESSAGE:
+                if not self._closing:
+                    self._queue.append(value)
+                    self._message_event.set()
+            elif kind == PING:
+                self._write(Pong(payload=value))
+            elif kind == PONG:
+                self._pong(value)
+            elif kind == CLOSE:
+                self._peer_closed(*value)
+                return False
+            elif kind == FAIL:
+                self._fail(*value)
+                return False
+        return True
+
+    def _pong(self, payload: bytes) -> None:
+        if payload not in self._pings:
+            return  # unsolicited pong: allowed, ignored
+        # A pong answers its ping and every earlier one still waiting.
+        now = time.monotonic()
+        for key in list(self._pings):
+            entry = self._pings.pop(key)
+            entry[2] = self.latency = now - entry[1]
+            if entry[0] is not None:
+                entry[0].set()
+            if key == payload:
+                break
+
+    def _peer_closed(self, code: int, reason: Optional[str]) -> None:
+        if not self._closing:
+            self.close_reason = code
+            self.close_message = reason
+            self.connected = False
+            self._closing = True
+            # Echo the peer's Close (RFC 6455 5.5.1).
+            self._write(CloseConnection(code=code, reason=reason), closing=True)
+        if not self._owns_socket or self._is_server:
+            return  # the server closes the TCP connection first
+        # The client waits (briefly) for the server to close TCP.
+        try:
+            self.sock.settimeout(self.close_timeout)
+            while self.sock.recv(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+
+    def _fail(self, code: int, reason: str, send: bool = True) -> None:
+        """Fail the connection: send Close with ``code`` and drop TCP."""
+        if not self._closing:
+            self.close_reason = code
+            self.close_message = reason
+            self.connected = False
+            self._closing = True
+            if send:
+                self._write(CloseConnection(code=code, reason=reason), closing=True)
+
+    def _eof(self) -> None:
+        if not self._closing:
+            self.close_reason = ABNORMAL
+            self.close_message = None
+        self.connected = False
+
+    # -- ending -------------------------------------------------------------
+
+    _is_server = False
+
+    def _abort(self) -> None:
+        """Shut the socket down so that every blocked call returns."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, ValueError):
+            pass
+
+    def _finish(self) -> None:
+        """The reader is done: close TCP, wake everyone, drop references."""
+        self.connected = False
+        self._done = True
+        self._closing = True
+        self._abort()
+        if self._owns_socket:
+            try:
+                self.sock.close()
+            except OSError:  # pragma: no cover
+                pass
+        self._message_event.set()
+        self._space_event.set()
+        for entry in list(self._pings.values()):
+            if entry[0] is not None:
+                entry[0].set()
+        self._closed_event.set()
+
+    def _join(self) -> None:
+        join = getattr(getattr(self, "_thread", None), "join", None)
+        if join is not None:
+            try:
+                join(self.close_timeout)
+            except RuntimeError:  # pragma: no cover - joining the reader itself
+                pass

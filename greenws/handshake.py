@@ -1,0 +1,124 @@
+"""The opening handshake, both roles, without I/O.
+
+wsproto's :class:`~wsproto.handshake.H11Handshake` validates the request or the
+response; these helpers feed it what a WSGI server or a socket gave us and turn
+its verdict into either an open :class:`wsproto.connection.Connection` or a
+:class:`~greenws.errors.HandshakeError` / :class:`~greenws.errors.ConnectionError`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.extensions import Extension
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from .compression import BoundedDeflate
+from .errors import ConnectionError, HandshakeError
+
+__all__ = ["accept_request", "ClientHandshake"]
+
+Headers = List[Tuple[bytes, bytes]]
+
+
+def _extensions(compression: bool) -> List[Extension]:
+    return [BoundedDeflate()] if compression else []
+
+
+def accept_request(
+    headers: Headers,
+    target: str,
+    choose_subprotocol: Callable[[Request], Optional[str]],
+    compression: bool,
+) -> Tuple[bytes, Connection, Request, Optional[str]]:
+    """Validate an already-parsed upgrade request and accept it.
+
+    Returns the bytes of the ``101`` response, the open frame-level
+    connection, wsproto's ``Request`` and the chosen subprotocol.  Raises
+    :class:`HandshakeError` (400 or 426) when the request is not a valid
+    WebSocket upgrade.
+    """
+    handshake = H11Handshake(ConnectionType.SERVER)
+    try:
+        handshake.initiate_upgrade_connection(headers, target)
+        request = next(handshake.events())
+    except RemoteProtocolError as exc:
+        hint = exc.event_hint
+        status = hint.status_code if isinstance(hint, RejectConnection) else 400
+        extra = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in (hint.headers if isinstance(hint, RejectConnection) else [])
+        ]
+        raise HandshakeError(status, f"Bad WebSocket handshake: {exc}", extra)
+    except (StopIteration, LocalProtocolError) as exc:
+        raise HandshakeError(400, f"Bad WebSocket handshake: {exc}")
+    assert isinstance(request, Request)
+    subprotocol = choose_subprotocol(request)
+    if subprotocol is not None and subprotocol not in request.subprotocols:
+        raise ValueError(
+            f"choose_subprotocol() returned {subprotocol!r}, which the client "
+            f"did not offer ({request.subprotocols!r})"
+        )
+    data = handshake.send(
+        AcceptConnection(subprotocol=subprotocol, extensions=_extensions(compression))
+    )
+    conn = handshake.connection
+    assert conn is not None
+    return data, conn, request, subprotocol
+
+
+class ClientHandshake:
+    """Builds the upgrade request and reads the server's answer."""
+
+    def __init__(
+        self,
+        host: str,
+        target: str,
+        subprotocols: Sequence[str],
+        headers: Sequence[Tuple[str, str]],
+        compression: bool,
+    ) -> None:
+        self._handshake = H11Handshake(ConnectionType.CLIENT)
+        self._status: Optional[int] = None
+        self.request_bytes = self._handshake.send(
+            Request(
+                host=host,
+                target=target,
+                subprotocols=list(subprotocols),
+                extensions=_extensions(compression),
+                extra_headers=[(k.encode("latin-1"), v.encode("latin-1"))
+                               for k, v in headers],
+            )
+        )
+
+    def receive_data(
+        self, data: bytes
+    ) -> Optional[Tuple[Connection, Optional[str], bytes]]:
+        """Feed response bytes.
+
+        Returns ``None`` while more are needed, then the open connection, the
+        subprotocol the server chose and any bytes that followed the response
+        (already handed to the connection).  A refusal raises
+        :class:`ConnectionError` with the server's HTTP status.
+        """
+        try:
+            self._handshake.receive_data(data or None)
+            for event in self._handshake.events():
+                if isinstance(event, AcceptConnection):
+                    conn = self._handshake.connection
+                    assert conn is not None
+                    return conn, event.subprotocol, b""
+                if isinstance(event, RejectConnection):
+                    self._status = event.status_code
+                    if not event.has_body:
+                        raise ConnectionError(event.status_code, "handshake refused")
+                elif isinstance(event, RejectData) and event.body_finished:
+                    raise ConnectionError(self._status, "handshake refused")
+        except RemoteProtocolError as exc:
+            raise ConnectionError(self._status, f"bad handshake response: {exc}")
+        if not data:
+            raise ConnectionError(self._status, "server closed during the handshake")
+        return None

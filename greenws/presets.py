@@ -1,0 +1,360 @@
+"""Concurrency presets: which thread, event, selector and lock classes to use.
+
+greenws never imports gevent or eventlet by itself.  A preset names the four
+classes a connection needs; ``GEVENT`` and ``EVENTLET`` are built (and their
+library imported) only when first looked up.  A preset is a mapping, so it can
+be passed as ``**presets.GEVENT`` or as ``preset=presets.GEVENT``.
+
+Besides the four classes, a preset knows how to open a client socket and wrap
+it in TLS in a way that cooperates with its hub, so :class:`greenws.Client`
+never blocks a gevent or eventlet hub even when nothing is monkey-patched.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import ssl
+import sys
+import threading
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+
+__all__ = ["Preset", "THREADING", "GEVENT", "EVENTLET", "detect", "resolve"]
+
+#: The keys a preset maps; each is also a keyword argument of Server and Client.
+CLASS_KEYS = ("thread_class", "event_class", "selector_class", "lock_class")
+
+
+class Preset(Mapping[str, Any]):
+    """A named set of concurrency classes.
+
+    ``thread_class(target=fn)`` must return an object with ``start()`` (and,
+    optionally, ``join(timeout)``); ``event_class()`` a ``threading.Event``-like
+    object; ``selector_class()`` a :mod:`selectors` selector; ``lock_class()``
+    a lock usable as a context manager.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        thread_class: Any,
+        event_class: Any,
+        selector_class: Any,
+        lock_class: Any,
+        create_connection: Callable[..., Any] = socket.create_connection,
+        wrap_ssl: Optional[Callable[..., Any]] = None,
+    ) -> None:
+        self.name = name
+        self._classes: Dict[str, Any] = {
+            "thread_class": thread_class,
+            "event_class": event_class,
+            "selector_class": selector_class,
+            "lock_class": lock_class,
+        }
+        self.create_connection = create_connection
+        self.wrap_ssl = wrap_ssl or _wrap_ssl_stdlib
+
+    def __getitem__(self, key: str) -> Any:
+        return self._classes[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._classes)
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.__dict__["_classes"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def replace(self, **classes: Any) -> "Preset":
+        """A copy with some classes replaced (``None`` values are ignored)."""
+        merged = dict(self._classes)
+        merged.update({k: v for k, v in classes.items() if v is not None})
+        return Preset(
+            self.name,
+            create_connection=self.create_connection,
+            wrap_ssl=self.wrap_ssl,
+            **merged,
+        )
+
+    def __repr__(self) -> str:
+        return f"<greenws preset {self.name}>"
+
+
+def _wrap_ssl_stdlib(
+    context: ssl.SSLContext, sock: socket.socket, server_hostname: str
+) -> socket.socket:
+    return context.wrap_socket(sock, server_hostname=server_hostname)
+
+
+THREADING = Preset(
+    "threading",
+    thread_class=threading.Thread,
+    event_class=threading.Event,
+    selector_class=selectors.DefaultSelector,
+    lock_class=threading.Lock,
+)
+
+_lazy: Dict[str, Preset] = {}
+
+
+def _make_gevent() -> Preset:
+    import gevent
+    import gevent.event
+    import gevent.lock
+    import gevent.selectors
+    import gevent.socket
+    import gevent.ssl
+
+    class GeventThread(gevent.Greenlet):  # type: ignore[misc]
+        """A greenlet with the ``threading.Thread`` constructor and methods."""
+
+        def __init__(
+            self,
+            target: Optional[Callable[..., Any]] = None,
+            args: tuple[Any, ...] = (),
+            kwargs: Optional[Dict[str, Any]] = None,
+            name: Optional[str] = None,
+            daemon: Optional[bool] = None,
+        ) -> None:
+            super().__init__(target, *args, **(kwargs or {}))
+            if name:
+                self.name = name
+
+        def is_alive(self) -> bool:
+            return not self.dead
+
+    def wrap_ssl(
+        context: ssl.SSLContext, sock: Any, server_hostname: str
+    ) -> Any:
+        return gevent.ssl.SSLSocket(
+            sock=sock, server_hostname=server_hostname, _context=context
+        )
+
+    return Preset(
+        "gevent",
+        thread_class=GeventThread,
+        event_class=gevent.event.Event,
+        selector_class=gevent.selectors.DefaultSelector,
+        lock_class=gevent.lock.Semaphore,
+        create_connection=gevent.socket.create_connection,
+        wrap_ssl=wrap_ssl,
+    )
+
+
+def _make_eventlet() -> Preset:
+    import eventlet
+    import eventlet.green.socket
+    import eventlet.green.ssl
+    import eventlet.green.threading
+    import eventlet.hubs
+    import eventlet.semaphore
+
+    class EventletThread:
+        """A green thread with the ``threading.Thread`` constructor and methods."""
+
+        def __init__(
+            self,
+            target: Optional[Callable[..., Any]] = None,
+            args: tuple[Any, ...] = (),
+            kwargs: Optional[Dict[str, Any]] = None,
+            name: Optional[str] = None,
+            daemon: Optional[bool] = None,
+        ) -> None:
+            self._target = target
+            self._args = args
+            self._kwargs = kwargs or {}
+            self.name = name or "greenws"
+            self.daemon = True
+            self._done = eventlet.green.threading.Event()
+            self._gt: Any = None
+
+        def _run(self) -> None:
+            try:
+                if self._target is not None:
+                    self._target(*self._args, **self._kwargs)
+            finally:
+                self._done.set()
+
+        def start(self) -> None:
+            self._gt = eventlet.spawn(self._run)
+
+        def join(self, timeout: Optional[float] = None) -> None:
+            self._done.wait(timeout)
+
+        def is_alive(self) -> bool:
+            return self._gt is not None and not self._done.is_set()
+
+    class EventletSelector(selectors.BaseSelector):
+        """A one-socket selector built on the hub's own poller.
+
+        eventlet's green ``selectors`` only has a ``select()``-based selector,
+        which fails on file descriptors above 1024; waiting through the hub
+        (epoll on Linux) has no such limit.
+        """
+
+        def __init__(self) -> None:
+            self._keys: Dict[Any, selectors.SelectorKey] = {}
+
+        def register(
+            self, fileobj: Any, events: int, data: Any = None
+        ) -> selectors.SelectorKey:
+            fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+            key = selectors.SelectorKey(fileobj, fd, events, data)
+            self._keys[fileobj] = key
+            return key
+
+        def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+            return self._keys.pop(fileobj)
+
+        def select(
+            self, timeout: Optional[float] = None
+        ) -> list[tuple[selectors.SelectorKey, int]]:
+            if not self._keys:
+                eventlet.sleep(timeout or 0)
+                return []
+            if len(self._keys) > 1:
+                raise ValueError("EventletSelector watches one file at a time")
+            key = next(iter(self._keys.values()))
+            read = bool(key.events & selectors.EVENT_READ)
+            write = bool(key.events & selectors.EVENT_WRITE)
+            if timeout is not None and timeout <= 0:
+                timeout = 0.0001
+            try:
+                eventlet.hubs.trampoline(
+                    key.fd, read=read, write=write, timeout=timeout,
+                    timeout_exc=_Timeout,
+                )
+            except _Timeout:
+                return []
+            return [(key, key.events)]
+
+        def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+            return dict(self._keys)
+
+        def close(self) -> None:
+            self._keys.clear()
+
+    def wrap_ssl(
+        context: ssl.SSLContext, sock: Any, server_hostname: str
+    ) -> Any:
+        return eventlet.green.ssl.GreenSSLSocket(
+            sock, server_hostname=server_hostname, _context=context
+        )
+
+    return Preset(
+        "eventlet",
+        thread_class=EventletThread,
+        event_class=eventlet.green.threading.Event,
+        selector_class=EventletSelector,
+        lock_class=eventlet.semaphore.Semaphore,
+        create_connection=eventlet.green.socket.create_connection,
+        wrap_ssl=wrap_ssl,
+    )
+
+
+class _Timeout(Exception):
+    pass
+
+
+_FACTORIES = {"GEVENT": _make_gevent, "EVENTLET": _make_eventlet}
+
+
+def __getattr__(name: str) -> Preset:
+    """Build ``GEVENT`` / ``EVENTLET`` on first use (PEP 562)."""
+    if name in _FACTORIES:
+        if name not in _lazy:
+            _lazy[name] = _FACTORIES[name]()
+        return _lazy[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _preset(name: str) -> Preset:
+    return __getattr__(name)
+
+
+def _running_gevent() -> bool:
+    if "gevent" not in sys.modules:
+        return False
+    import gevent.monkey
+    from gevent._hub_local import get_hub_if_exists
+
+    if gevent.monkey.is_module_patched("socket"):
+        return True
+    import greenlet
+
+    hub = get_hub_if_exists()
+    return hub is not None and greenlet.getcurrent() is not hub and (
+        greenlet.getcurrent().parent is hub
+    )
+
+
+def _running_eventlet() -> bool:
+    if "eventlet" not in sys.modules:
+        return False
+    import eventlet.patcher
+
+    if eventlet.patcher.is_monkey_patched("socket"):
+        return True
+    import eventlet.hubs
+    import greenlet
+
+    hub = getattr(eventlet.hubs._threadlocal, "hub", None)
+    current = greenlet.getcurrent()
+    return hub is not None and current.parent is hub.greenlet
+
+
+def detect(sock: Any = None) -> Preset:
+    """Pick the preset that matches the running program.
+
+    A gevent or eventlet socket (as a non-patched ``gevent.pywsgi`` or
+    ``eventlet.wsgi`` server hands out) decides it; otherwise a monkey-patched
+    gevent or eventlet, or running inside one of their greenlets; otherwise
+    ``THREADING``.
+    """
+    if sock is not None:
+        module = type(sock).__module__
+        if module.startswith("gevent"):
+            return _preset("GEVENT")
+        if module.startswith("eventlet"):
+            return _preset("EVENTLET")
+    if _running_gevent():
+        return _preset("GEVENT")
+    if _running_eventlet():
+        return _preset("EVENTLET")
+    return THREADING
+
+
+def _matching(classes: Mapping[str, Any]) -> Optional[Preset]:
+    """The preset (already built) one of whose classes was passed, if any."""
+    for preset in (THREADING, *_lazy.values()):
+        for key, value in classes.items():
+            if value is not None and preset[key] is value:
+                return preset
+    return None
+
+
+def resolve(
+    preset: Optional[Mapping[str, Any]] = None, sock: Any = None, **classes: Any
+) -> Preset:
+    """The preset a connection runs with.
+
+    ``preset`` (a :class:`Preset`, or any mapping of class keys) is the base;
+    without it, the preset one of ``classes`` belongs to, else :func:`detect`.
+    Classes given one by one override the base.
+    """
+    unknown = set(classes) - set(CLASS_KEYS)
+    if unknown:
+        raise TypeError(f"unknown preset keys: {sorted(unknown)}")
+    if preset is None:
+        base = _matching(classes) or detect(sock)
+    elif isinstance(preset, Preset):
+        base = preset
+    else:
+        extra = dict(preset)
+        base = (_matching(extra) or detect(sock)).replace(**extra)
+    return base.replace(**classes)

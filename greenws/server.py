@@ -1,0 +1,166 @@
+"""The server side: accept a WebSocket from inside a WSGI application."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from urllib.parse import quote
+
+from . import presets as _presets
+from .connection import Base
+from .errors import HandshakeError
+from .handshake import accept_request
+from .protocol import Protocol
+from .wsgi import find_socket
+
+__all__ = ["Server"]
+
+# WSGI puts these request headers outside the HTTP_ namespace.
+_UNPREFIXED = {"CONTENT_TYPE": b"content-type", "CONTENT_LENGTH": b"content-length"}
+
+
+def _request_headers(environ: Dict[str, Any]) -> List[Tuple[bytes, bytes]]:
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").lower().encode("latin-1")
+        elif key in _UNPREFIXED and value:
+            name = _UNPREFIXED[key]
+        else:
+            continue
+        headers.append((name, str(value).encode("latin-1")))
+    return headers
+
+
+def _request_target(environ: Dict[str, Any]) -> str:
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    # WSGI decodes the path as latin-1; re-encode it as the client sent it.
+    target = quote(path.encode("latin-1"), safe="/;:@&=+$,!~*'()%") or "/"
+    query = environ.get("QUERY_STRING")
+    if query:
+        target += "?" + quote(query, safe="/;:@&=+$,!~*'()%?[]")
+    return target
+
+
+class Server(Base):
+    """A WebSocket accepted from a WSGI request.
+
+    Create it with :meth:`accept`.  ``mode`` names the hosting server:
+    ``"werkzeug"``, ``"gunicorn"``, ``"eventlet"`` or ``"gevent"``.
+    """
+
+    _is_server = True
+
+    def __init__(
+        self,
+        environ: Dict[str, Any],
+        subprotocols: Union[None, str, Sequence[str]] = None,
+        receive_bytes: int = 4096,
+        ping_interval: Optional[float] = None,
+        max_message_size: Optional[int] = None,
+        thread_class: Any = None,
+        event_class: Any = None,
+        selector_class: Any = None,
+        *,
+        lock_class: Any = None,
+        preset: Optional[Any] = None,
+        ping_timeout: Optional[float] = None,
+        close_timeout: Optional[float] = None,
+        max_queue: Optional[int] = 16,
+        compression: bool = True,
+        origins: Optional[Sequence[str]] = None,
+    ) -> None:
+        self.environ = environ
+        if isinstance(subprotocols, str):
+            subprotocols = [subprotocols]
+        self.subprotocols: List[str] = list(subprotocols or [])
+        self.origins = list(origins) if origins is not None else None
+        self._check_request(environ)
+        host = find_socket(environ)
+        self.mode = host.mode
+        self._configure(
+            receive_bytes=receive_bytes,
+            ping_interval=ping_interval,
+            max_message_size=max_message_size,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
+            preset=_presets.resolve(
+                preset,
+                sock=host.sock,
+                thread_class=thread_class,
+                event_class=event_class,
+                selector_class=selector_class,
+                lock_class=lock_class,
+            ),
+        )
+        response, conn, self.request, self.subprotocol = accept_request(
+            _request_headers(environ),
+            _request_target(environ),
+            self.choose_subprotocol,
+            compression,
+        )
+        sock = host.sock
+        # Some servers hand out sockets with a timeout (or non-blocking); the
+        # I/O loop wants plain blocking calls.
+        sock.settimeout(None)
+        sock.sendall(response)
+        self._start(sock, Protocol(conn, max_message_size), False, host.pending)
+
+    def _check_request(self, environ: Dict[str, Any]) -> None:
+        if environ.get("REQUEST_METHOD", "GET") != "GET":
+            raise HandshakeError(
+                405, "WebSocket handshakes use GET", [("Allow", "GET")]
+            )
+        if "websocket" not in str(environ.get("HTTP_UPGRADE", "")).lower():
+            raise HandshakeError(
+                426,
+                "This resource only accepts WebSocket connections",
+                [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
+            )
+        if self.origins is not None:
+            origin = environ.get("HTTP_ORIGIN")
+            if origin not in self.origins:
+                raise HandshakeError(403, f"Origin not allowed: {origin}")
+
+    @classmethod
+    def accept(
+        cls,
+        environ: Dict[str, Any],
+        subprotocols: Union[None, str, Sequence[str]] = None,
+        receive_bytes: int = 4096,
+        ping_interval: Optional[float] = None,
+        max_message_size: Optional[int] = None,
+        thread_class: Any = None,
+        event_class: Any = None,
+        selector_class: Any = None,
+        **options: Any,
+    ) -> "Server":
+        """Accept the WebSocket request described by a WSGI ``environ``.
+
+        :param subprotocols: subprotocols the server supports (see
+            :meth:`choose_subprotocol`).
+        :param receive_bytes: size of each socket read.
+        :param ping_interval: seconds between keepalive pings, ``None`` for none.
+        :param max_message_size: largest message accepted, in bytes; a larger
+            one closes the connection with 1009.  ``None``: no limit.
+        :param thread_class, event_class, selector_class: concurrency classes;
+            by default those of :func:`greenws.presets.detect`.
+        :param options: keyword-only extras: ``preset``, ``lock_class``,
+            ``ping_timeout``, ``close_timeout``, ``max_queue``,
+            ``compression``, ``origins``.
+        :raises HandshakeError: the request is not a valid WebSocket upgrade
+            (400/405/426) or comes from an origin not in ``origins`` (403);
+            the exception is a WSGI app that sends that answer.
+        :raises RuntimeError: the WSGI server is not one greenws supports.
+        """
+        return cls(
+            environ,
+            subprotocols,
+            receive_bytes,
+            ping_interval,
+            max_message_size,
+            thread_class,
+            event_class,
+            selector_class,
+            **options,
+        )

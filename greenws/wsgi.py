@@ -1,0 +1,194 @@
+"""WSGI integration: where each hosting server keeps the connection's socket,
+and how each must be told that the WebSocket has taken over.
+
+WSGI has no standard way to hand a connection over to the application, so
+every server is different:
+
+========================  ===================================  ==========================
+server                    socket                               ending the WSGI call
+========================  ===================================  ==========================
+werkzeug (Flask dev)      ``environ["werkzeug.socket"]``       raise a ``ConnectionError``
+gunicorn (every worker)   ``environ["gunicorn.socket"]``       raise ``StopIteration``
+eventlet.wsgi             ``environ["eventlet.input"]``        ``WSGI_LOCAL.already_handled``
+gevent.pywsgi             ``wsgi.input.rfile.raw._sock``       close the keep-alive loop
+========================  ===================================  ==========================
+
+Each also may have read bytes beyond the request headers (a client may send
+its first frame right behind the request); :func:`find_socket` returns them
+so that they are processed at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
+
+from .errors import ConnectionClosed, HandshakeError
+
+__all__ = ["find_socket", "WebSocketWSGI", "SUPPORTED_SERVERS"]
+
+SUPPORTED_SERVERS = (
+    "werkzeug, gunicorn (sync, gthread, gevent, eventlet workers), "
+    "eventlet.wsgi and gevent.pywsgi"
+)
+
+Environ = Dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+class Host(NamedTuple):
+    """What :func:`find_socket` learned from the environ."""
+
+    sock: Any
+    mode: str
+    pending: bytes
+
+
+def _buffered(rfile: Any, sock: Any) -> bytes:
+    """Bytes a buffered reader holds beyond the request, without blocking."""
+    peek = getattr(rfile, "peek", None)
+    if peek is None:
+        return b""
+    try:
+        timeout = sock.gettimeout()
+    except (AttributeError, OSError):
+        return b""
+    try:
+        sock.settimeout(0.0)
+        try:
+            data = peek(1)
+        finally:
+            sock.settimeout(timeout)
+    except (OSError, ValueError):
+        return b""
+    if not data:
+        return b""
+    return bytes(rfile.read(len(data)))
+
+
+def _gunicorn_buffered(environ: Environ) -> bytes:
+    unreader = getattr(
+        getattr(environ.get("wsgi.input"), "reader", None), "unreader", None
+    )
+    if unreader is None:
+        return b""
+    take = getattr(unreader, "take_buffered", None)
+    if take is not None:
+        return bytes(take())
+    buf = getattr(unreader, "buf", None)  # gunicorn < 27
+    if buf is None:
+        return b""
+    data = buf.getvalue()
+    buf.seek(0)
+    buf.truncate()
+    return bytes(data)
+
+
+def find_socket(environ: Environ) -> Host:
+    """Find the client socket of a WSGI request.
+
+    Raises :class:`RuntimeError` on servers greenws does not know.
+    """
+    if "gunicorn.socket" in environ:
+        sock = environ["gunicorn.socket"]
+        return Host(sock, "gunicorn", _gunicorn_buffered(environ))
+    if "werkzeug.socket" in environ:
+        sock = environ["werkzeug.socket"]
+        return Host(sock, "werkzeug", _buffered(environ.get("wsgi.input"), sock))
+    if "eventlet.input" in environ:
+        wsgi_input = environ["eventlet.input"]
+        sock = wsgi_input.get_socket()
+        return Host(sock, "eventlet", _buffered(getattr(wsgi_input, "rfile", None), sock))
+    if str(environ.get("SERVER_SOFTWARE", "")).startswith("gevent"):
+        rfile = getattr(environ.get("wsgi.input"), "rfile", None)
+        sock = getattr(getattr(rfile, "raw", None), "_sock", None)
+        if sock is not None:
+            return Host(sock, "gevent", _buffered(rfile, sock))
+    raise RuntimeError(
+        "Cannot find the connection's socket in this WSGI environment; greenws "
+        f"supports {SUPPORTED_SERVERS}."
+    )
+
+
+class _HandledByWebSocket(ConnectionAbortedError):
+    """Tells werkzeug the connection is gone, which it handles silently."""
+
+
+def end_response(mode: str, start_response: StartResponse) -> List[bytes]:
+    """End the WSGI call of a request whose connection the WebSocket took.
+
+    No HTTP bytes may follow the WebSocket on the socket, and the server must
+    neither log an error nor try to keep the connection alive.
+    """
+    if mode == "werkzeug":
+        raise _HandledByWebSocket("WebSocket closed")
+    if mode == "gunicorn":
+        # Every gunicorn worker treats StopIteration as "close, write nothing".
+        raise StopIteration()
+    if mode == "eventlet":
+        wsgi = sys.modules.get("eventlet.wsgi")
+        local = getattr(wsgi, "WSGI_LOCAL", None)
+        if local is not None:
+            local.already_handled = True
+        return list(getattr(wsgi, "ALREADY_HANDLED", []) or [])
+    if mode == "gevent":
+        handler = getattr(start_response, "__self__", None)
+        if handler is not None and hasattr(handler, "close_connection"):
+            handler.close_connection = True
+        return []
+    return []
+
+
+class WebSocketWSGI:
+    """A WSGI application that runs ``handler(ws)`` for WebSocket requests.
+
+    It accepts the connection with :meth:`greenws.Server.accept` (``options``
+    are its keyword arguments), calls ``handler(ws)``, closes the WebSocket
+    when the handler returns or raises, and ends the WSGI call in the way the
+    hosting server needs.  A refused handshake gets its HTTP error response.
+    Requests that are not WebSocket upgrades go to ``fallback`` (another WSGI
+    app) when given, else get ``426 Upgrade Required``.
+    """
+
+    def __init__(
+        self,
+        handler: Callable[[Any], Any],
+        fallback: Optional[WSGIApp] = None,
+        server_class: Any = None,
+        **options: Any,
+    ) -> None:
+        from .server import Server
+
+        self.handler = handler
+        self.fallback = fallback
+        self.server_class = server_class or Server
+        self.options = options
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if self.fallback is not None and not _is_upgrade(environ):
+            return self.fallback(environ, start_response)
+        try:
+            ws = self.server_class.accept(environ, **self.options)
+        except HandshakeError as exc:
+            return exc(environ, start_response)
+        try:
+            self.handler(ws)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            ws.close(1011, "internal error")
+            _log_handler_error()
+        finally:
+            ws.close()
+        return end_response(ws.mode, start_response)
+
+
+def _is_upgrade(environ: Environ) -> bool:
+    return "websocket" in str(environ.get("HTTP_UPGRADE", "")).lower()
+
+
+def _log_handler_error() -> None:
+    import logging
+
+    logging.getLogger("greenws").exception("WebSocket handler raised")
