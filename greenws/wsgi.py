@@ -101,7 +101,9 @@ def find_socket(environ: Environ) -> Host:
         sock = wsgi_input.get_socket()
         return Host(sock, "eventlet", _buffered(getattr(wsgi_input, "rfile", None), sock))
     if str(environ.get("SERVER_SOFTWARE", "")).startswith("gevent"):
-        rfile = getattr(environ.get("wsgi.input"), "rfile", None)
+        # For upgrade requests gevent passes its raw reader as wsgi.input.
+        wsgi_input = environ.get("wsgi.input")
+        rfile = getattr(wsgi_input, "rfile", wsgi_input)
         sock = getattr(getattr(rfile, "raw", None), "_sock", None)
         if sock is not None:
             return Host(sock, "gevent", _buffered(rfile, sock))

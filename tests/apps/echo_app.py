@@ -1,12 +1,13 @@
 """The WSGI app every integration test serves, on every hosting server.
 
-Routes (path of the WebSocket URL):
-  /echo          echo every message back
-  /info          send a JSON description of the connection, then echo
+WebSocket routes (path of the URL):
+  /echo          echo every message back (subprotocols "chat", "superchat")
+  /info          first send a JSON description of the connection, then echo
   /close?code=N&reason=R   close with that code/reason after the first message
-  /subprotocol   accepts subprotocols "chat" and "superchat"
-  /accept        uses Server.accept() directly inside a plain WSGI app
-anything else that is plain HTTP gets "hello" (the fallback app).
+  /lastclose     send the close code/reason the previous connection ended with
+  /origin        only accepts Origin: http://good.example (else 403)
+  /accept        a plain WSGI app calling greenws.Server.accept() itself
+Plain HTTP requests get "hello" from the fallback app.
 """
 
 import json
@@ -15,8 +16,10 @@ from urllib.parse import parse_qs
 
 import greenws
 
+LAST_CLOSE = {}
 
-def handler(ws):
+
+def echo(ws):
     path = ws.environ.get("PATH_INFO", "")
     query = parse_qs(ws.environ.get("QUERY_STRING", ""))
     if path == "/info":
@@ -24,15 +27,20 @@ def handler(ws):
             "mode": ws.mode,
             "preset": ws.preset.name,
             "subprotocol": ws.subprotocol,
-            "path": ws.request.target,
+            "target": ws.request.target,
             "pid": os.getpid(),
         }))
-    if path == "/close":
+    elif path == "/lastclose":
+        ws.send(json.dumps(LAST_CLOSE))
+    elif path == "/close":
         ws.receive()
         ws.close(int(query.get("code", ["1000"])[0]), query.get("reason", [None])[0])
         return
-    for message in ws:
-        ws.send(message)
+    try:
+        for message in ws:
+            ws.send(message)
+    finally:
+        LAST_CLOSE.update(code=ws.close_reason, reason=ws.close_message)
 
 
 def fallback(environ, start_response):
@@ -42,11 +50,29 @@ def fallback(environ, start_response):
     return [body]
 
 
-_ws_app = greenws.WebSocketWSGI(
-    handler, fallback=fallback, subprotocols=["chat", "superchat"],
-    max_message_size=64 * 1024 * 1024,
+def accept_directly(environ, start_response):
+    """What a user writes without WebSocketWSGI: accept, echo, end the call."""
+    try:
+        ws = greenws.Server.accept(environ)
+    except greenws.HandshakeError as exc:
+        return exc(environ, start_response)
+    with ws:
+        for message in ws:
+            ws.send(message)
+    return greenws.wsgi.end_response(ws.mode, start_response)
+
+
+_OPTIONS = {"subprotocols": ["chat", "superchat"], "max_message_size": 64 << 20}
+_echo = greenws.WebSocketWSGI(echo, fallback=fallback, **_OPTIONS)
+_origin = greenws.WebSocketWSGI(
+    echo, fallback=fallback, origins=["http://good.example"], **_OPTIONS
 )
 
 
 def app(environ, start_response):
-    return _ws_app(environ, start_response)
+    path = environ.get("PATH_INFO", "")
+    if path == "/origin":
+        return _origin(environ, start_response)
+    if path == "/accept":
+        return accept_directly(environ, start_response)
+    return _echo(environ, start_response)

@@ -1,0 +1,1 @@
+"""greenws benchmark suite: ``python -m bench --help`` (or ``make bench``)."""

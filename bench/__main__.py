@@ -1,0 +1,250 @@
+"""``python -m bench``: run the benchmark suite and print ratios (see README).
+
+Sections, in order:
+
+1. servers, one connection, driven by the raw client: ``rt/<server>`` (32-byte
+   round trips/s) and ``mib/<server>`` (1 MiB echo throughput);
+2. servers under gevent and eventlet with many idle connections:
+   ``many-<N>/<server>`` and ``many-<N>-deflate/<server>``;
+3. client libraries against one fixed server (websockets' sync server):
+   ``client-rt/<client>`` and ``client-mib/<client>``.
+
+``--only REGEX`` keeps the measurements whose id matches (``re.search``),
+e.g. ``--only 'rt/(greenws|simple)-werkzeug'`` or ``--only gevent``.
+Repetitions are interleaved across servers so that a noisy moment on the
+shared machine does not hit one server only; each many-connections
+repetition uses a freshly started server so that memory is measured from
+the same starting point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import sys
+import time
+import traceback
+from typing import List
+
+from . import report, workloads
+from .apps import raise_nofile
+from .servers import BY_NAME, SERVERS, Running, ServerSpec
+
+CLIENT_SERVER = "websockets-sync"
+RESULTS_MD = "bench/RESULTS.md"
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="tiny N, few and short repetitions (< 60 s)")
+    p.add_argument("--only", default="", help="regex on measurement ids")
+    p.add_argument("--n", default=None,
+                   help="connection counts for the many-connections workloads "
+                        "(default 1000,10000; 100 with --quick)")
+    p.add_argument("--reps", type=int, default=None,
+                   help="repetitions of single-connection workloads (default 5)")
+    p.add_argument("--many-reps", type=int, default=None,
+                   help="repetitions of many-connections workloads (default 3)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="duration of one single-connection repetition (default 1.5)")
+    p.add_argument("--results", default=None,
+                   help=f"write the Markdown report here (default {RESULTS_MD} "
+                        "for a full run, none with --quick or --only)")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.n_list = [int(x) for x in (args.n or ("100" if quick else "1000,10000"))
+                   .split(",") if x.strip()]
+    args.reps = args.reps or (2 if quick else 5)
+    args.many_reps = args.many_reps or (1 if quick else 3)
+    args.seconds = args.seconds or (0.3 if quick else 1.5)
+    if args.results is None and not quick and not args.only:
+        args.results = RESULTS_MD
+    return args
+
+
+class Suite:
+    """Runs the selected measurements and records them in a Results."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.only = re.compile(args.only) if args.only else None
+        self.results = report.Results()
+
+    def wanted(self, wid: str) -> bool:
+        return self.only is None or bool(self.only.search(wid))
+
+    def _record_error(self, wid: str, spec: ServerSpec, metric: str,
+                      exc: BaseException, server: Running = None) -> None:
+        workload, name = wid.split("/", 1)
+        text = f"{type(exc).__name__}: {exc}"
+        self.results.add(workload, name, spec.lib, spec.runtime, metric, error=text)
+        detail = ""
+        if server is not None:
+            tail = server.stderr_tail(600).strip()
+            if tail:
+                detail = f" — server output: {tail[-600:]!r}"
+        self.results.fail(f"{wid}: {text}{detail}")
+
+    # -- section 1 ----------------------------------------------------------
+
+    def single(self) -> None:
+        jobs = [(kind, spec) for kind in ("rt", "mib") for spec in SERVERS
+                if self.wanted(f"{kind}/{spec.name}")]
+        if not jobs:
+            return
+        print("\n== servers, one connection (raw client) ==", flush=True)
+        specs = [s for s in SERVERS if any(s is j[1] for j in jobs)]
+        with contextlib.ExitStack() as stack:
+            running = {}
+            for spec in specs:
+                try:
+                    running[spec.name] = stack.enter_context(Running(spec))
+                except Exception as exc:  # noqa: BLE001
+                    self.results.fail(f"starting {spec.name}: {exc}")
+            for kind in ("rt", "mib"):
+                for rep in range(self.args.reps):
+                    for k, spec in jobs:
+                        if k != kind or spec.name not in running:
+                            continue
+                        self._one(kind, spec, running[spec.name], rep)
+
+    def _one(self, kind: str, spec: ServerSpec, server: Running, rep: int) -> None:
+        wid = f"{kind}/{spec.name}"
+        metric = "rt_per_s" if kind == "rt" else "mib_per_s"
+        if self.results.rows.get((kind, spec.name, metric), None) and \
+                self.results.rows[(kind, spec.name, metric)].error:
+            return  # failed before: do not hammer a broken server
+        fn = workloads.round_trips if kind == "rt" else workloads.throughput
+        try:
+            value = fn(server, self.args.seconds)
+        except Exception as exc:  # noqa: BLE001
+            self._record_error(wid, spec, metric, exc, server)
+            return
+        self.results.add(kind, spec.name, spec.lib, spec.runtime, metric, value)
+        unit = report.METRICS[metric][0]
+        print(f"  {wid:<28} rep {rep + 1}: {value:>10,.1f} {unit}", flush=True)
+
+    # -- section 2 ----------------------------------------------------------
+
+    def many(self) -> None:
+        header = False
+        for n in self.args.n_list:
+            for deflate in (False, True):
+                workload = f"many-{n}" + ("-deflate" if deflate else "")
+                specs = [s for s in SERVERS
+                         if s.runtime in ("gevent", "eventlet")
+                         and (s.deflate or not deflate)
+                         and self.wanted(f"{workload}/{s.name}")]
+                if not specs:
+                    continue
+                if not header:
+                    print("\n== servers, many idle connections ==", flush=True)
+                    header = True
+                for rep in range(self.args.many_reps):
+                    for spec in specs:
+                        self._many_one(workload, spec, n, deflate, rep)
+
+    def _many_one(self, workload: str, spec: ServerSpec, n: int, deflate: bool,
+                  rep: int) -> None:
+        wid = f"{workload}/{spec.name}"
+        row = self.results.rows.get((workload, spec.name, "burst_s"))
+        if row is not None and row.error:
+            return
+        timeout = 60 + n * 0.02
+        server = None
+        try:
+            with Running(spec) as server:
+                got = workloads.many(server, n, deflate, timeout)
+        except Exception as exc:  # noqa: BLE001
+            for metric in ("kib_per_conn", "burst_s"):
+                self.results.add(workload, spec.name, spec.lib, spec.runtime, metric,
+                                 error=f"{type(exc).__name__}: {exc}")
+            self._record_error(wid, spec, "burst_s", exc, server)
+            return
+        note = ""
+        if deflate and got["deflate_negotiated"] < 1:
+            note = "deflate NOT negotiated"
+        for metric in ("kib_per_conn", "kib_per_conn_after_echo", "cpu_ms_per_conn",
+                       "burst_s"):
+            self.results.add(workload, spec.name, spec.lib, spec.runtime, metric,
+                             got[metric], note=note)
+        print(f"  {wid:<34} rep {rep + 1}: {got['kib_per_conn']:7.1f} KiB/conn "
+              f"({got['kib_per_conn_after_echo']:.1f} after echo), "
+              f"{got['cpu_ms_per_conn']:.2f} CPU ms/conn, connect "
+              f"{got['connect_s']:.2f} s, burst {got['burst_s']:.3f} s {note}",
+              flush=True)
+
+    # -- section 3 ----------------------------------------------------------
+
+    def clients(self) -> None:
+        jobs = [(kind, name) for kind in ("client-rt", "client-mib")
+                for name in workloads.CLIENTS if self.wanted(f"{kind}/{name}")]
+        if not jobs:
+            return
+        spec = BY_NAME[CLIENT_SERVER]
+        print(f"\n== clients, against {spec.name} ==", flush=True)
+        with Running(spec) as server:
+            for kind in ("client-rt", "client-mib"):
+                for rep in range(self.args.reps):
+                    for k, name in jobs:
+                        if k == kind:
+                            self._client_one(kind, name, server, rep)
+
+    def _client_one(self, kind: str, name: str, server: Running, rep: int) -> None:
+        wid = f"{kind}/{name}"
+        metric = "rt_per_s" if kind == "client-rt" else "mib_per_s"
+        row = self.results.rows.get((kind, name, metric))
+        if row is not None and row.error:
+            return
+        fn = (workloads.client_round_trips if kind == "client-rt"
+              else workloads.client_throughput)
+        lib = name if name == "greenws.Client" else name
+        try:
+            value = fn(name, server.port, self.args.seconds)
+        except Exception as exc:  # noqa: BLE001
+            self.results.add(kind, name, lib, "threads", metric,
+                             error=f"{type(exc).__name__}: {exc}")
+            self.results.fail(f"{wid}: {type(exc).__name__}: {exc}")
+            traceback.print_exc()
+            return
+        self.results.add(kind, name, lib, "threads", metric, value)
+        unit = report.METRICS[metric][0]
+        print(f"  {wid:<34} rep {rep + 1}: {value:>10,.1f} {unit}", flush=True)
+
+
+def main(argv: List[str] = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    raise_nofile()
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    t0 = time.monotonic()
+    suite = Suite(args)
+    print(f"greenws bench: n={args.n_list} reps={args.reps} "
+          f"many-reps={args.many_reps} seconds={args.seconds}"
+          + (f" only={args.only!r}" if args.only else ""), flush=True)
+    suite.single()
+    suite.many()
+    suite.clients()
+    results = suite.results
+    print("\n== results (medians) ==")
+    print("\n".join(report.table(results)))
+    print("\n== ratios: greenws / peer ==")
+    lines = report.ratios(results)
+    print("\n".join(lines) if lines else "(no greenws/peer pair selected)")
+    if results.failures:
+        print("\n== failures ==")
+        print("\n".join(results.failures))
+    elapsed = time.monotonic() - t0
+    if args.results:
+        settings = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
+        report.write_markdown(args.results, results, settings.strip(), started,
+                              elapsed)
+        print(f"\nwrote {args.results}")
+    print(f"done in {elapsed:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The echo applications each server runs (imported in the server process).
+
+Every app echoes each message back on the same connection and accepts
+messages of any size.  Nothing here imports gevent or eventlet at import time,
+so gunicorn's gevent worker can import this module after monkey-patching.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+
+def raise_nofile() -> None:
+    """Raise the soft open-files limit to the hard limit (10k connections)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+raise_nofile()
+
+
+# -- greenws ---------------------------------------------------------------
+
+def _greenws_echo(ws):
+    for message in ws:
+        ws.send(message)
+
+
+def _make_greenws_app():
+    import greenws
+
+    return greenws.WebSocketWSGI(_greenws_echo, max_message_size=None)
+
+
+_greenws = None
+
+
+def greenws_app(environ, start_response):
+    """greenws.WebSocketWSGI around an echo handler (built on first call)."""
+    global _greenws
+    if _greenws is None:
+        _greenws = _make_greenws_app()
+    return _greenws(environ, start_response)
+
+
+# -- simple-websocket --------------------------------------------------------
+
+class _Handled(ConnectionAbortedError):
+    """Raised to end a werkzeug request whose socket the WebSocket used."""
+
+
+def simple_app(environ, start_response):
+    """simple_websocket.Server echo, ending the WSGI call as each host needs.
+
+    simple-websocket leaves ending the request to the framework (Flask-Sock
+    does it per server); this does the same so that nothing is written after
+    the WebSocket closes.
+    """
+    import simple_websocket
+
+    ws = simple_websocket.Server.accept(environ, max_message_size=None)
+    try:
+        while True:
+            message = ws.receive()
+            ws.send(message)
+    except simple_websocket.ConnectionClosed:
+        pass
+    finally:
+        ws.close()
+    if ws.mode == "gunicorn":
+        raise StopIteration()
+    if ws.mode == "werkzeug":
+        raise _Handled()
+    if ws.mode == "eventlet":
+        wsgi = sys.modules["eventlet.wsgi"]
+        return wsgi.ALREADY_HANDLED
+    return []
+
+
+# -- gevent-websocket --------------------------------------------------------
+
+def geventws_app(environ, start_response):
+    """gevent-websocket (geventwebsocket.handler.WebSocketHandler) echo."""
+    ws = environ.get("wsgi.websocket")
+    if ws is None:
+        start_response("400 Bad Request", [("Content-Length", "0")])
+        return []
+    while True:
+        message = ws.receive()
+        if message is None:
+            break
+        ws.send(message, binary=isinstance(message, (bytes, bytearray)))
+    return []
+
+
+# -- eventlet.websocket -----------------------------------------------------
+
+def make_eventletws_app():
+    """eventlet.websocket.WebSocketWSGI echo (call after monkey-patching)."""
+    import eventlet.websocket
+
+    def echo(ws):
+        while True:
+            message = ws.wait()
+            if message is None:
+                break
+            ws.send(message)
+
+    return eventlet.websocket.WebSocketWSGI(echo, max_frame_length=1 << 30)

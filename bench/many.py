@@ -1,0 +1,198 @@
+"""Many idle connections from one process, driven with epoll.
+
+A thread or a blocking socket per connection would make the client the
+bottleneck at 10,000 connections, so this is a single-threaded state
+machine: non-blocking connects and handshakes with a bounded number in
+flight (so the server's listen backlog never overflows), then a burst where
+one small message is sent on every connection at once and the time until
+every echo is back is measured.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import time
+import zlib
+from typing import Dict, List, Optional
+
+from .rawclient import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    BenchError,
+    deflate_payload,
+    frame,
+    parse_frame,
+    parse_response,
+    upgrade_request,
+)
+
+#: Handshakes in flight at once.
+IN_FLIGHT = 256
+MESSAGE = b"x" * 32
+
+
+class _Conn:
+    __slots__ = ("sock", "buf", "state", "deflate", "started")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.state = "connecting"
+        self.deflate = False
+        self.started = time.monotonic()
+
+
+class Many:
+    """``n`` WebSocket connections to ``port``; close them with :meth:`close`."""
+
+    def __init__(self, port: int, n: int, deflate: bool = False) -> None:
+        self.port = port
+        self.n = n
+        self.want_deflate = deflate
+        self.request = upgrade_request(port, deflate)
+        self.conns: List[_Conn] = []
+        self.socks: List[socket.socket] = []  # every socket opened, to close
+        self.ep = select.epoll()
+        self.negotiated = 0
+
+    def connect(self, timeout: float) -> None:
+        """Open all ``n`` connections and complete every handshake."""
+        deadline = time.monotonic() + timeout
+        pending: Dict[int, _Conn] = {}
+        started = 0
+        done = 0
+        ep = self.ep
+        while done < self.n:
+            while started < self.n and len(pending) < IN_FLIGHT:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                self.socks.append(sock)
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                err = sock.connect_ex(("127.0.0.1", self.port))
+                if err not in (0, errno.EINPROGRESS):
+                    sock.close()
+                    raise BenchError(f"connect failed: {errno.errorcode.get(err)}")
+                conn = _Conn(sock)
+                pending[sock.fileno()] = conn
+                ep.register(sock.fileno(), select.EPOLLOUT)
+                started += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(
+                    f"handshakes timed out: {done} of {self.n} done, "
+                    f"{len(pending)} pending"
+                )
+            for fd, mask in ep.poll(min(left, 1.0)):
+                conn = pending[fd]
+                if conn.state == "connecting":
+                    err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise BenchError(f"connect failed: {errno.errorcode.get(err)}")
+                    conn.sock.send(self.request)  # small: always sent whole
+                    conn.state = "handshake"
+                    ep.modify(fd, select.EPOLLIN)
+                    continue
+                try:
+                    chunk = conn.sock.recv(4096)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    raise BenchError(f"server closed during handshake {done + 1}")
+                conn.buf += chunk
+                end = conn.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    continue
+                ok, conn.deflate = parse_response(bytes(conn.buf[: end + 4]))
+                if not ok:
+                    raise BenchError(f"handshake refused: {bytes(conn.buf[:120])!r}")
+                del conn.buf[: end + 4]
+                self.negotiated += conn.deflate
+                conn.state = "open"
+                ep.unregister(fd)
+                del pending[fd]
+                self.conns.append(conn)
+                done += 1
+
+    def burst(self, timeout: float) -> float:
+        """Send one message on every connection; seconds until all echoed."""
+        plain = frame(MESSAGE)
+        squeezed = frame(deflate_payload(MESSAGE), rsv1=True)
+        by_fd = {c.sock.fileno(): c for c in self.conns}
+        ep = self.ep
+        for fd in by_fd:
+            ep.register(fd, select.EPOLLIN)
+        t0 = time.perf_counter()
+        for conn in self.conns:
+            conn.sock.send(squeezed if conn.deflate else plain)
+        waiting = len(self.conns)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"burst timed out: {waiting} echoes missing")
+            for fd, _mask in ep.poll(min(left, 1.0)):
+                conn = by_fd[fd]
+                try:
+                    chunk = conn.sock.recv(4096)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    raise BenchError("server closed a connection during the burst")
+                conn.buf += chunk
+                if self._echoed(conn):
+                    ep.unregister(fd)
+                    waiting -= 1
+        return time.perf_counter() - t0
+
+    @staticmethod
+    def _echoed(conn: _Conn) -> bool:
+        """True once a whole echoed message is in ``conn.buf`` (and checked)."""
+        parts = []
+        compressed = False
+        pos = 0
+        while True:
+            got = parse_frame(conn.buf, pos)
+            if got is None:
+                return False
+            fin, op, rsv1, payload, pos = got
+            if op in (OP_PING, OP_PONG):
+                continue
+            if op == OP_CLOSE:
+                raise BenchError(f"server closed: {payload[:2].hex()}")
+            if op:
+                compressed = rsv1
+            parts.append(payload)
+            if fin:
+                break
+        data = b"".join(parts)
+        if compressed:
+            data = zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff")
+        if data != MESSAGE:
+            raise BenchError(f"wrong echo: {data[:40]!r}")
+        del conn.buf[:pos]
+        return True
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
+        self.socks.clear()
+        self.conns.clear()
+        self.ep.close()
+
+
+def wait_quiet(sample, settle: float = 0.3, timeout: float = 10.0) -> Optional[int]:
+    """Poll ``sample()`` until it stops changing for ``settle`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = sample()
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = sample()
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since >= settle:
+            break
+    return last

@@ -1,0 +1,238 @@
+"""Collecting results, printing the table and ratios, writing RESULTS.md.
+
+The machine is shared and noisy, so what matters is the ratio of greenws to a
+peer on the same runtime measured in the same run; absolute numbers are
+printed for context only.  Each ratio line is marked with the issue's target
+where there is one.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Dict, List, Optional, Tuple
+
+#: metric -> (unit, True if higher is better)
+METRICS: Dict[str, Tuple[str, bool]] = {
+    "rt_per_s": ("round trips/s", True),
+    "mib_per_s": ("MiB/s", True),
+    "kib_per_conn": ("KiB/conn idle", False),
+    "kib_per_conn_after_echo": ("KiB/conn after echo", False),
+    "cpu_ms_per_conn": ("CPU ms/conn to connect", False),
+    "burst_s": ("s to echo on all", False),
+}
+
+#: (workload prefix, metric, peer lib) -> (kind, value): the issue's targets.
+#: kind "ratio>=" / "ratio<=" compares greenws/peer; "abs<=" is absolute.
+TARGETS: Dict[Tuple[str, str, str], Tuple[str, float]] = {
+    ("rt", "rt_per_s", "simple-websocket"): ("ratio>=", 2.0),
+    ("rt", "rt_per_s", "gevent-websocket"): ("ratio>=", 1.0),
+    ("rt", "rt_per_s", "eventlet.websocket"): ("ratio>=", 1.0),
+    ("mib", "mib_per_s", "simple-websocket"): ("ratio>=", 5.0),
+    ("many", "burst_s", "simple-websocket"): ("ratio<=", 0.5),
+    ("client-rt", "rt_per_s", "simple_websocket.Client"): ("ratio>=", 1.5),
+    ("client-mib", "mib_per_s", "simple_websocket.Client"): ("ratio>=", 8.0),
+}
+#: absolute targets for greenws itself: (workload kind, metric) -> limit
+ABS_TARGETS: Dict[Tuple[str, str], float] = {
+    ("many", "kib_per_conn"): 20.0,
+    ("many-deflate", "kib_per_conn"): 64.0,
+    ("many-deflate", "kib_per_conn_after_echo"): 64.0,
+}
+
+PACKAGES = [
+    "greenws", "wsproto", "simple-websocket", "websockets", "gevent",
+    "gevent-websocket", "eventlet", "gunicorn", "werkzeug", "websocket-client",
+    "greenlet",
+]
+
+
+@dataclass
+class Row:
+    """All repetitions of one metric for one server (or client) in one workload."""
+
+    workload: str
+    name: str
+    lib: str
+    runtime: str
+    metric: str
+    samples: List[float] = field(default_factory=list)
+    error: Optional[str] = None
+    note: str = ""
+
+    @property
+    def median(self) -> Optional[float]:
+        return statistics.median(self.samples) if self.samples else None
+
+
+class Results:
+    """Rows in the order they were measured, plus failures."""
+
+    def __init__(self) -> None:
+        self.rows: Dict[Tuple[str, str, str], Row] = {}
+        self.failures: List[str] = []
+
+    def add(self, workload, spec_name, lib, runtime, metric, value=None, error=None,
+            note=""):
+        key = (workload, spec_name, metric)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = Row(workload, spec_name, lib, runtime, metric)
+        if value is not None:
+            row.samples.append(value)
+        if error is not None:
+            row.error = error
+        if note:
+            row.note = note
+
+    def fail(self, text: str) -> None:
+        self.failures.append(text)
+        print(f"  FAILED: {text}", flush=True)
+
+
+def _fmt(v: Optional[float]) -> str:
+    if v is None:
+        return "—"
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def table(results: Results) -> List[str]:
+    """The result table as Markdown lines."""
+    lines = [
+        "| workload | runtime | server / client | metric | median | min–max | reps |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for row in results.rows.values():
+        unit = METRICS[row.metric][0]
+        if row.samples:
+            spread = f"{_fmt(min(row.samples))}–{_fmt(max(row.samples))}"
+            med = _fmt(row.median)
+        else:
+            spread, med = "", f"FAILED: {row.error}"
+        name = row.name + (f" ({row.note})" if row.note else "")
+        lines.append(
+            f"| {row.workload} | {row.runtime} | {name} | {unit} | {med} | "
+            f"{spread} | {len(row.samples)} |"
+        )
+    return lines
+
+
+def _kind(workload: str) -> str:
+    if workload.startswith("many"):
+        return "many-deflate" if workload.endswith("deflate") else "many"
+    return workload
+
+
+def ratios(results: Results) -> List[str]:
+    """One line per (greenws row, peer row on the same runtime and workload)."""
+    lines = []
+    rows = list(results.rows.values())
+    for g in rows:
+        if g.lib not in ("greenws", "greenws.Client") or g.median is None:
+            continue
+        unit, higher = METRICS[g.metric]
+        better = "higher" if higher else "lower"
+        for p in rows:
+            if (
+                p is g
+                or p.workload != g.workload
+                or p.metric != g.metric
+                or p.lib in ("greenws", "greenws.Client")
+            ):
+                continue
+            same_runtime = p.runtime == g.runtime
+            if not same_runtime and p.lib != "raw-tcp":
+                continue
+            if p.median is None or p.median == 0:
+                lines.append(
+                    f"ratio {g.name} / {p.name} [{g.workload}, {unit}]: n/a "
+                    f"(peer failed)"
+                )
+                continue
+            r = g.median / p.median
+            mark = ""
+            target = TARGETS.get((g.workload.split("-")[0] if g.workload.startswith(
+                "many") else g.workload, g.metric, p.lib))
+            if target is not None:
+                kind, limit = target
+                ok = r >= limit if kind == "ratio>=" else r <= limit
+                sign = ">=" if kind == "ratio>=" else "<="
+                mark = f"  target {sign} {limit:g}x: {'MET' if ok else 'MISSED'}"
+            lines.append(
+                f"ratio {g.name} / {p.name} [{g.workload}, {unit}, {better} is "
+                f"better]: {r:.2f}x{mark}"
+            )
+        limit = ABS_TARGETS.get((_kind(g.workload), g.metric))
+        if limit is not None:
+            ok = g.median <= limit
+            lines.append(
+                f"target {g.name} [{g.workload}, {unit}] = {g.median:.1f} <= "
+                f"{limit:g}: {'MET' if ok else 'MISSED'}"
+            )
+    return lines
+
+
+def machine() -> List[str]:
+    """Machine and versions, for the header of RESULTS.md."""
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return [
+        f"- nproc: {os.cpu_count()} ({cpu})",
+        f"- python: {sys.version.split()[0]} ({platform.python_implementation()}), "
+        f"{platform.platform()}",
+        f"- packages: {', '.join(versions)}",
+    ]
+
+
+def write_markdown(path: str, results: Results, settings: str, started: str,
+                   seconds: float) -> None:
+    """Write RESULTS.md: machine, settings, table, ratios, failures."""
+    out = [
+        "# greenws benchmark results",
+        "",
+        f"Run started {started}, took {seconds:.0f} s; `{settings}`.",
+        "",
+        "Ratios are greenws / peer on the same runtime, measured in the same run "
+        "(the machine is shared: compare ratios, not absolute figures). "
+        "Medians of the repetitions.",
+        "",
+        "## Machine",
+        "",
+        *machine(),
+        "",
+        "## Results",
+        "",
+        *table(results),
+        "",
+        "## Ratios",
+        "",
+        "```",
+        *ratios(results),
+        "```",
+        "",
+    ]
+    if results.failures:
+        out += ["## Failures", "", *[f"- {f}" for f in results.failures], ""]
+    with open(path, "w") as f:
+        f.write("\n".join(out))

@@ -1,0 +1,197 @@
+"""The servers under test: how to start each one, find its process, read /proc.
+
+Every server is a subprocess listening on a free port of 127.0.0.1.  For
+gunicorn the process that holds the connections is the (single) worker, not
+the arbiter, so memory and CPU are read from the arbiter's child.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server: ``lib`` is the WebSocket library, ``runtime`` what runs it."""
+
+    name: str
+    lib: str
+    runtime: str
+    host: str
+    #: Whether it can be asked to negotiate permessage-deflate.
+    deflate: bool = True
+
+
+SERVERS: List[ServerSpec] = [
+    ServerSpec("raw-tcp", "raw-tcp", "threads", "socket + threads", deflate=False),
+    ServerSpec("greenws-werkzeug", "greenws", "threads", "werkzeug threaded"),
+    ServerSpec("simple-werkzeug", "simple-websocket", "threads", "werkzeug threaded"),
+    ServerSpec(
+        "websockets-sync", "websockets", "threads", "websockets.sync", deflate=False
+    ),
+    ServerSpec("greenws-gevent", "greenws", "gevent", "gunicorn -k gevent"),
+    ServerSpec("simple-gevent", "simple-websocket", "gevent", "gunicorn -k gevent"),
+    ServerSpec(
+        "geventws-pywsgi", "gevent-websocket", "gevent", "gevent.pywsgi", deflate=False
+    ),
+    ServerSpec("greenws-eventlet", "greenws", "eventlet", "eventlet.wsgi"),
+    ServerSpec("simple-eventlet", "simple-websocket", "eventlet", "eventlet.wsgi"),
+    ServerSpec("eventletws-eventlet", "eventlet.websocket", "eventlet", "eventlet.wsgi"),
+]
+
+BY_NAME = {s.name: s for s in SERVERS}
+
+_GUNICORN_APPS = {
+    "greenws-gevent": "bench.apps:greenws_app",
+    "simple-gevent": "bench.apps:simple_app",
+}
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (bind to 0, read it, release it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def command(name: str, port: int) -> List[str]:
+    """The command line that starts server ``name`` on ``port``."""
+    if name in _GUNICORN_APPS:
+        return [
+            sys.executable, "-m", "gunicorn",
+            "-k", "gevent", "-w", "1",
+            "--worker-connections", "20000",
+            "--backlog", "4096",
+            "--timeout", "300",
+            "--graceful-timeout", "1",
+            "--log-level", "error",
+            "-b", f"127.0.0.1:{port}",
+            _GUNICORN_APPS[name],
+        ]
+    return [sys.executable, "-m", "bench.serve", name, str(port)]
+
+
+class Running:
+    """A started server; use as a context manager so it is always killed."""
+
+    def __init__(self, spec: ServerSpec, env: Optional[dict] = None):
+        self.spec = spec
+        self.port = free_port()
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.setdefault("PYTHONWARNINGS", "ignore")
+        full_env.update(env or {})
+        # stderr goes to a file, not a pipe: a chatty server must never block.
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            command(spec.name, self.port),
+            cwd=REPO,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+
+    def __enter__(self) -> "Running":
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the port accepts connections (and a gunicorn worker runs)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.spec.name} exited with {self.proc.returncode}: "
+                    f"{self.stderr_tail()}"
+                )
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except OSError:
+                time.sleep(0.05)
+                continue
+            if self.spec.name in _GUNICORN_APPS:
+                worker = self._child()
+                if worker is None:
+                    time.sleep(0.05)
+                    continue
+                self.pid = worker
+            return
+        raise RuntimeError(f"{self.spec.name} did not start within {timeout} s")
+
+    def _child(self) -> Optional[int]:
+        path = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
+        try:
+            with open(path) as f:
+                kids = f.read().split()
+        except OSError:
+            return None
+        return int(kids[0]) if kids else None
+
+    def rss(self) -> int:
+        """Resident memory of the serving process, in bytes."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def cpu(self) -> float:
+        """User + system CPU seconds of the serving process."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr_tail(self, size: int = 2000) -> str:
+        """The last ``size`` bytes the server wrote to stdout/stderr."""
+        try:
+            self.log.seek(0, os.SEEK_END)
+            end = self.log.tell()
+            self.log.seek(max(0, end - size))
+            return self.log.read().decode(errors="replace")
+        except (OSError, ValueError):
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server's whole process group; SIGKILL if it lingers."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(5)
+        # The group may still hold a gunicorn worker after the arbiter died.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,211 @@
+"""The workloads: each takes a running server (or a client factory), returns numbers.
+
+Single-connection workloads run for a fixed time (bounded loops, socket
+timeouts) and report a rate; the many-connections workload reports memory,
+CPU and wall time.  Each function measures one repetition; the driver in
+:mod:`bench.__main__` repeats and takes medians.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Dict
+
+from .many import Many, wait_quiet
+from .rawclient import OP_BINARY, BenchError, RawClient, RawTCP, frame
+from .servers import Running
+
+SMALL = b"0123456789abcdef" * 2  # 32 bytes of text
+BIG = bytes(range(256)) * 4096  # 1 MiB, binary
+MIB = 1 << 20
+#: Seconds any single wait of a client library may take.
+TIMEOUT = 30.0
+
+
+def _client_for(server: Running):
+    return (RawTCP if server.spec.name == "raw-tcp" else RawClient)(server.port)
+
+
+def round_trips(server: Running, seconds: float) -> float:
+    """Round trips per second of a 32-byte text message on one connection."""
+    client = _client_for(server)
+    try:
+        if isinstance(client, RawTCP):
+            data = frame(SMALL)
+            n = len(data)
+
+            def once() -> None:
+                client.sock.sendall(data)
+                client.recv_exact(n)
+        else:
+            data = frame(SMALL)
+
+            def once() -> None:
+                client.sock.sendall(data)
+                if client.read_message()[1] != SMALL:
+                    raise BenchError("wrong echo")
+
+        for _ in range(20):  # warm up
+            once()
+        count = 0
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        while True:
+            for _ in range(50):
+                once()
+            count += 50
+            now = time.perf_counter()
+            if now >= end:
+                return count / (now - t0)
+    finally:
+        client.close()
+
+
+def throughput(server: Running, seconds: float) -> float:
+    """MiB/s of 1 MiB binary messages echoed one at a time on one connection."""
+    client = _client_for(server)
+    data = frame(BIG, OP_BINARY)
+    try:
+        if isinstance(client, RawTCP):
+            # A TCP echo writes while we write: send from a helper thread so
+            # that neither side's buffers can fill up and deadlock.
+            def once() -> None:
+                sender = threading.Thread(target=client.sock.sendall, args=(data,))
+                sender.start()
+                client.recv_exact(len(data))
+                sender.join(30)
+        else:
+
+            def once() -> None:
+                client.sock.sendall(data)
+                opcode, echoed = client.read_message()
+                if len(echoed) != MIB or opcode != OP_BINARY:
+                    raise BenchError(f"wrong echo of {len(echoed)} bytes")
+
+        once()  # warm up
+        count = 0
+        t0 = time.perf_counter()
+        while True:
+            once()
+            count += 1
+            now = time.perf_counter()
+            if now - t0 >= seconds or count >= 10000:
+                return count / (now - t0)
+    finally:
+        client.close()
+
+
+def many(server: Running, n: int, deflate: bool, timeout: float) -> Dict[str, float]:
+    """N idle connections: memory and CPU per connection, burst echo time."""
+    rss0 = wait_quiet(server.rss, timeout=5)
+    cpu0 = server.cpu()
+    conns = Many(server.port, n, deflate)
+    try:
+        t0 = time.perf_counter()
+        conns.connect(timeout)
+        connect_wall = time.perf_counter() - t0
+        rss1 = wait_quiet(server.rss, timeout=10)
+        cpu1 = server.cpu()
+        burst = conns.burst(timeout)
+        rss2 = wait_quiet(server.rss, timeout=10)
+        if not server.alive():
+            raise BenchError("server died")
+        return {
+            "kib_per_conn": (rss1 - rss0) / n / 1024,
+            "kib_per_conn_after_echo": (rss2 - rss0) / n / 1024,
+            "cpu_ms_per_conn": (cpu1 - cpu0) * 1000 / n,
+            "connect_s": connect_wall,
+            "burst_s": burst,
+            "deflate_negotiated": conns.negotiated / n,
+        }
+    finally:
+        conns.close()
+
+
+# -- the client section -------------------------------------------------------
+
+def _greenws_client(url: str):
+    import greenws
+
+    ws = greenws.Client.connect(url, max_message_size=None, compression=False)
+    return ws.send, lambda: ws.receive(timeout=TIMEOUT), ws.close
+
+
+def _simple_client(url: str):
+    import simple_websocket
+
+    ws = simple_websocket.Client.connect(url, max_message_size=None)
+    return ws.send, lambda: ws.receive(timeout=TIMEOUT), ws.close
+
+
+def _websockets_client(url: str):
+    from websockets.sync.client import connect
+
+    ws = connect(url, max_size=None, compression=None)
+    return ws.send, lambda: ws.recv(timeout=TIMEOUT), ws.close
+
+
+def _websocket_client(url: str):
+    import websocket
+
+    ws = websocket.create_connection(url, timeout=TIMEOUT, enable_multithread=True)
+
+    def send(data):
+        if isinstance(data, bytes):
+            ws.send_binary(data)
+        else:
+            ws.send(data)
+
+    return send, ws.recv, ws.close
+
+
+CLIENTS: Dict[str, Callable] = {
+    "greenws.Client": _greenws_client,
+    "simple_websocket.Client": _simple_client,
+    "websockets.sync.client": _websockets_client,
+    "websocket-client": _websocket_client,
+}
+
+
+def client_round_trips(name: str, port: int, seconds: float) -> float:
+    """Round trips/s of 32-byte text messages with client library ``name``."""
+    send, recv, close = CLIENTS[name](f"ws://127.0.0.1:{port}/")
+    text = SMALL.decode()
+    try:
+        for _ in range(20):
+            send(text)
+            recv()
+        count = 0
+        t0 = time.perf_counter()
+        while True:
+            for _ in range(50):
+                send(text)
+                if recv() != text:
+                    raise BenchError("wrong echo")
+            count += 50
+            now = time.perf_counter()
+            if now - t0 >= seconds:
+                return count / (now - t0)
+    finally:
+        close()
+
+
+def client_throughput(name: str, port: int, seconds: float) -> float:
+    """MiB/s of 1 MiB binary echoes with client library ``name``."""
+    send, recv, close = CLIENTS[name](f"ws://127.0.0.1:{port}/")
+    try:
+        send(BIG)
+        recv()
+        count = 0
+        t0 = time.perf_counter()
+        while True:
+            send(BIG)
+            if len(recv()) != MIB:
+                raise BenchError("wrong echo")
+            count += 1
+            now = time.perf_counter()
+            if now - t0 >= seconds or count >= 10000:
+                return count / (now - t0)
+    finally:
+        close()

@@ -1,0 +1,35 @@
+"""Serve tests/apps/echo_app.py on one hosting server: serve.py KIND PORT.
+
+KIND: werkzeug | eventlet | gevent (not monkey-patched) | gevent-patched.
+gunicorn is started with its own command line (see tests/servers.py).
+"""
+
+import sys
+
+kind, port = sys.argv[1], int(sys.argv[2])
+
+if kind == "eventlet":
+    import eventlet
+
+    eventlet.monkey_patch()
+elif kind == "gevent-patched":
+    from gevent import monkey
+
+    monkey.patch_all()
+
+from echo_app import app  # noqa: E402
+
+if kind == "werkzeug":
+    from werkzeug.serving import run_simple
+
+    run_simple("127.0.0.1", port, app, threaded=True)
+elif kind == "eventlet":
+    import eventlet.wsgi
+
+    eventlet.wsgi.server(eventlet.listen(("127.0.0.1", port)), app)
+elif kind in ("gevent", "gevent-patched"):
+    from gevent.pywsgi import WSGIServer
+
+    WSGIServer(("127.0.0.1", port), app).serve_forever()
+else:
+    raise SystemExit(f"unknown server kind {kind!r}")

@@ -1,0 +1,105 @@
+"""Start real hosting servers as subprocesses on 127.0.0.1 for the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+APPS = Path(__file__).parent / "apps"
+BIN = Path(sys.executable).parent
+
+#: Every hosting server the integration tests run on.
+KINDS = [
+    "werkzeug",
+    "gunicorn-sync",
+    "gunicorn-gthread",
+    "gunicorn-gevent",
+    "gunicorn-eventlet",
+    "eventlet",
+    "gevent",
+    "gevent-patched",
+]
+
+
+def gunicorn_has_worker(name: str) -> bool:
+    """gunicorn 27 dropped the eventlet worker; older ones still have it."""
+    try:
+        from gunicorn.workers import SUPPORTED_WORKERS
+    except ImportError:  # pragma: no cover
+        return False
+    return name in SUPPORTED_WORKERS
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)  # polling a port: there is no event to wait on
+    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
+
+
+class HostedServer:
+    """One server process serving tests/apps/echo_app.py."""
+
+    def __init__(self, kind: str, env: Optional[dict] = None) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self.http_url = f"http://127.0.0.1:{self.port}"
+        self._log = tempfile.TemporaryFile()
+        full_env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONUNBUFFERED="1")
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            self.command(), cwd=str(APPS), env=full_env,
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(self.port, self.proc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def command(self) -> List[str]:
+        if self.kind.startswith("gunicorn-"):
+            worker = self.kind.split("-", 1)[1]
+            cmd = [str(BIN / "gunicorn"), "-k", worker, "-w", "1",
+                   "-b", f"127.0.0.1:{self.port}", "--timeout", "120",
+                   "--graceful-timeout", "2", "--log-level", "debug"]
+            if worker == "gthread":
+                cmd += ["--threads", "8"]
+            return cmd + ["echo_app:app"]
+        return [sys.executable, str(APPS / "serve.py"), self.kind, str(self.port)]
+
+    def stop(self) -> str:
+        """Stop the server and return everything it printed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.output()
+
+    def output(self) -> str:
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")

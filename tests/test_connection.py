@@ -1,0 +1,617 @@
+"""greenws.connection: the connection API, for both roles and every preset.
+
+Pairs are real loopback TCP connections (see conftest ``Harness``); "raw"
+peers are sockets driven frame by frame by the test.
+"""
+
+import os
+import struct
+import time
+
+import pytest
+from conftest import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    WAIT,
+    close_payload,
+    pick,
+)
+
+import greenws
+from greenws import ConnectionClosed
+
+
+def raw_pair(harness, role, **kwargs):
+    """(greenws object in ``role``, RawPeer on the other side)."""
+    if role == "server":
+        return harness.raw_client(**kwargs)
+    return harness.raw_server(**kwargs)
+
+
+def closed_code(ws, timeout=WAIT):
+    """Wait until ``receive`` raises; return (code, message) of the close."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            msg = ws.receive(timeout=max(deadline - time.monotonic(), 0.01))
+        except ConnectionClosed as exc:
+            return exc.reason, exc.message
+        assert msg is None, f"unexpected message {msg!r}"
+    raise AssertionError("connection did not close in time")
+
+
+def read_close(peer, timeout=WAIT):
+    """Skip data/ping frames until the Close frame; return its (code, reason)."""
+    while True:
+        _, _, opcode, payload = peer.read_frame(timeout)
+        if opcode == OP_CLOSE:
+            if not payload:
+                return 1005, ""
+            return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+
+# -- sending ---------------------------------------------------------------
+
+
+class Thing:
+    def __str__(self):
+        return "thing!"
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ("hello", "hello"),
+        ("", ""),
+        ("h\u00e9llo \u20ac \U0001f600", "h\u00e9llo \u20ac \U0001f600"),
+        (b"\x00\xffbin", b"\x00\xffbin"),
+        (b"", b""),
+        (bytearray(b"array"), b"array"),
+        (memoryview(b"xxviewxx")[2:6], b"view"),
+        (42, "42"),
+        (Thing(), "thing!"),
+    ],
+    ids=["str", "empty-str", "unicode", "bytes", "empty-bytes", "bytearray",
+         "memoryview", "int", "object"],
+)
+def test_send_types(ws_pair, role, data, expected):
+    a, b = pick(ws_pair(), role)
+    a.send(data)
+    got = b.receive(timeout=WAIT)
+    assert type(got) is type(expected)
+    assert got == expected
+
+
+def test_many_small_messages_in_order(ws_pair, role):
+    a, b = pick(ws_pair(), role)
+    for i in range(300):
+        a.send(f"m{i}" if i % 2 else f"m{i}".encode())
+    for i in range(300):
+        expected = f"m{i}" if i % 2 else f"m{i}".encode()
+        assert b.receive(timeout=WAIT) == expected
+
+
+@pytest.mark.parametrize("kind", ["binary", "text"])
+def test_large_message_byte_exact(ws_pair, role, rt, kind):
+    a, b = pick(ws_pair(), role)
+    if kind == "binary":
+        data = os.urandom(8 * 1024 * 1024)
+    else:
+        unit = "abc\u00e9\u20ac\U0001f600" + os.urandom(8).hex()
+        data = unit * (8 * 1024 * 1024 // len(unit.encode()))
+    sender = rt.spawn(a.send, data)
+    got = b.receive(timeout=WAIT * 2)
+    sender.get()
+    assert got == data
+
+
+def test_16mib_echo(ws_pair, rt):
+    server, client = ws_pair()
+    data = os.urandom(16 * 1024 * 1024)
+
+    def echo():
+        server.send(server.receive(timeout=WAIT * 2))
+
+    task = rt.spawn(echo)
+    client.send(data)
+    assert client.receive(timeout=WAIT * 2) == data
+    task.get()
+
+
+def test_small_receive_bytes(ws_pair, role, rt):
+    server, client = ws_pair(
+        server_kwargs={"receive_bytes": 7}, client_kwargs={"receive_bytes": 7}
+    )
+    a, b = pick((server, client), role)
+    data = os.urandom(100_000)
+    sender = rt.spawn(a.send, data)
+    assert b.receive(timeout=WAIT) == data
+    sender.get()
+
+
+# -- receiving ----------------------------------------------------------------
+
+
+def test_receive_timeout_zero_returns_none(ws_pair, role):
+    a, b = pick(ws_pair(), role)
+    start = time.monotonic()
+    assert a.receive(timeout=0) is None
+    assert time.monotonic() - start < 0.1
+    b.send("x")
+    assert a.receive(timeout=WAIT) == "x"
+
+
+def test_receive_timeout_then_message(ws_pair, role, rt):
+    a, b = pick(ws_pair(), role)
+    start = time.monotonic()
+    assert a.receive(timeout=0.2) is None
+    elapsed = time.monotonic() - start
+    assert 0.18 <= elapsed < 2.0
+    # A receive already waiting is woken by a message sent later.
+    waiter = rt.spawn(a.receive, timeout=WAIT)
+    rt.sleep(0.05)  # let the waiter block before the message exists
+    assert not waiter.ready()
+    b.send("later")
+    assert waiter.get() == "later"
+
+
+def test_messages_before_close_are_returned_first(ws_pair, role, rt):
+    a, b = pick(ws_pair(), role)
+    for i in range(3):
+        b.send(f"m{i}")
+    b.close(4001, "bye")
+    assert rt.wait_until(lambda: not a.connected)
+    assert [a.receive(timeout=WAIT) for _ in range(3)] == ["m0", "m1", "m2"]
+    with pytest.raises(ConnectionClosed) as info:
+        a.receive(timeout=WAIT)
+    assert (info.value.reason, info.value.message) == (4001, "bye")
+    # and it keeps raising
+    with pytest.raises(ConnectionClosed):
+        a.receive(timeout=0)
+
+
+def test_iteration_ends_quietly_on_normal_close(ws_pair, role, rt):
+    a, b = pick(ws_pair(), role)
+    b.send("one")
+    b.send(b"two")
+    closer = rt.spawn(b.close)
+    assert list(a) == ["one", b"two"]
+    closer.get()
+    assert a.close_reason == 1000
+
+
+@pytest.mark.parametrize("code", [1011, 4000])
+def test_iteration_raises_on_error_close(ws_pair, role, rt, code):
+    a, b = pick(ws_pair(), role)
+    b.send("one")
+    closer = rt.spawn(b.close, code, "oops")
+    got = []
+    with pytest.raises(ConnectionClosed) as info:
+        for msg in a:
+            got.append(msg)
+    closer.get()
+    assert got == ["one"]
+    assert info.value.reason == code
+    assert info.value.message == "oops"
+
+
+def test_receive_wakes_when_connection_closes(ws_pair, role, rt):
+    a, b = pick(ws_pair(), role)
+    waiter = rt.spawn(a.receive)  # timeout=None: waits for ever
+    rt.sleep(0.05)
+    assert not waiter.ready()
+    b.close(4003)
+    with pytest.raises(ConnectionClosed) as info:
+        waiter.get()
+    assert info.value.reason == 4003
+
+
+# -- closing -----------------------------------------------------------------
+
+
+def test_context_manager_closes(ws_pair, role):
+    a, b = pick(ws_pair(), role)
+    with a as entered:
+        assert entered is a
+        a.send("inside")
+    assert not a.connected
+    assert b.receive(timeout=WAIT) == "inside"
+    assert closed_code(b)[0] == 1000
+    with pytest.raises(ConnectionClosed):
+        a.send("after")
+
+
+def test_close_code_and_reason_on_both_sides(ws_pair, role):
+    a, b = pick(ws_pair(), role)
+    a.close(4321, "custom reason")
+    assert (a.close_reason, a.close_message) == (4321, "custom reason")
+    assert closed_code(b) == (4321, "custom reason")
+    assert (b.close_reason, b.close_message) == (4321, "custom reason")
+    assert not a.connected and not b.connected
+
+
+def test_close_default_code(ws_pair, role):
+    a, b = pick(ws_pair(), role)
+    a.close()
+    assert a.close_reason == 1000
+    assert closed_code(b)[0] == 1000
+
+
+def test_close_is_idempotent(ws_pair, role):
+    a, b = pick(ws_pair(), role)
+    a.close(4100, "first")
+    a.close(4200, "second")
+    a.close()
+    assert (a.close_reason, a.close_message) == (4100, "first")
+    assert closed_code(b) == (4100, "first")
+    # closing the side that received the Close is a no-op as well
+    b.close(4300)
+    assert b.close_reason == 4100
+
+
+def test_send_and_ping_after_close_raise(ws_pair, role, rt):
+    a, b = pick(ws_pair(), role)
+    a.close()
+    with pytest.raises(ConnectionClosed):
+        a.send("x")
+    with pytest.raises(ConnectionClosed):
+        a.ping(timeout=1)
+    assert rt.wait_until(lambda: not b.connected)
+    with pytest.raises(ConnectionClosed):
+        b.send("x")
+
+
+def test_close_bounded_by_close_timeout(harness, role):
+    ws, peer = raw_pair(harness, role, close_timeout=0.3)
+    start = time.monotonic()
+    ws.close(1000)
+    elapsed = time.monotonic() - start
+    assert elapsed < 0.3 + 1.5
+    assert read_close(peer) == (1000, "")
+    assert peer.read_eof(timeout=WAIT)  # the TCP connection is shut down
+    assert not ws.connected
+
+
+def test_close_waits_for_peer_close(harness, role, rt):
+    ws, peer = raw_pair(harness, role, close_timeout=WAIT)
+    closer = rt.spawn(ws.close, 4000, "x")
+    assert read_close(peer) == (4000, "x")
+    assert not closer.ready()
+    peer.send_frame(OP_CLOSE, close_payload(4000, "x"))
+    if role == "client":
+        # the client waits for the server to close TCP first
+        rt.sleep(0.05)
+        peer.close()
+    closer.get(timeout=WAIT / 2)
+    if role == "server":
+        assert peer.read_eof()
+
+
+def test_peer_close_is_echoed(harness, role):
+    ws, peer = raw_pair(harness, role)
+    peer.send_frame(OP_CLOSE, close_payload(4444, "peer"))
+    assert read_close(peer) == (4444, "peer")
+    if role == "client":
+        peer.close()
+    assert closed_code(ws) == (4444, "peer")
+
+
+def test_peer_close_without_status(harness, role):
+    ws, peer = raw_pair(harness, role)
+    peer.send_frame(OP_CLOSE, b"")
+    assert read_close(peer)[0] in (1000, 1005)
+    if role == "client":
+        peer.close()
+    assert closed_code(ws)[0] == 1005
+    assert list(ws) == []  # 1005 ends iteration quietly
+
+
+def test_peer_vanishes_gives_1006(harness, role):
+    ws, peer = raw_pair(harness, role)
+    peer.send_frame(OP_TEXT, "last words")
+    peer.close()
+    assert ws.receive(timeout=WAIT) == "last words"
+    assert closed_code(ws)[0] == 1006
+    assert not ws.connected
+
+
+# -- pings ---------------------------------------------------------------
+
+
+def test_ping_returns_rtt(ws_pair, role):
+    a, _ = pick(ws_pair(), role)
+    assert a.latency is None
+    rtt = a.ping(timeout=WAIT)
+    assert isinstance(rtt, float) and 0 < rtt < WAIT
+    assert a.latency == rtt
+    assert a.ping(b"payload", timeout=WAIT) > 0
+
+
+def test_ping_timeout_raises(harness, role):
+    ws, peer = raw_pair(harness, role)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        ws.ping(timeout=0.2)
+    assert time.monotonic() - start < 2.0
+    _, _, opcode, _ = peer.read_frame()
+    assert opcode == OP_PING
+    assert ws.connected
+
+
+def test_ping_answered_by_raw_peer(harness, role):
+    ws, peer = raw_pair(harness, role)
+    task = harness.rt.spawn(ws.ping, b"abcd", timeout=WAIT)
+    _, _, opcode, payload = peer.read_frame()
+    assert (opcode, payload) == (OP_PING, b"abcd")
+    peer.send_frame(OP_PONG, payload)
+    assert task.get() > 0
+
+
+def test_pings_from_peer_are_answered(harness, role):
+    ws, peer = raw_pair(harness, role)
+    peer.send_frame(OP_PING, b"hello?")
+    _, _, opcode, payload = peer.read_frame()
+    assert (opcode, payload) == (OP_PONG, b"hello?")
+    assert ws.connected
+
+
+def test_unsolicited_pong_ignored(harness, role):
+    ws, peer = raw_pair(harness, role)
+    peer.send_frame(OP_PONG, b"nobody asked")
+    peer.send_frame(OP_TEXT, "still fine")
+    assert ws.receive(timeout=WAIT) == "still fine"
+
+
+def test_keepalive_answered(ws_pair, role, rt):
+    a, b = pick(
+        ws_pair(
+            server_kwargs={"ping_interval": 0.1}, client_kwargs={"ping_interval": 0.1}
+        ),
+        role,
+    )
+    assert rt.wait_until(lambda: a.latency is not None)
+    assert a.connected and b.connected
+    b.send("alive")
+    assert a.receive(timeout=WAIT) == "alive"
+
+
+def test_keepalive_timeout_closes(harness, role):
+    ws, peer = raw_pair(harness, role, ping_interval=0.2)
+    start = time.monotonic()
+    _, _, opcode, _ = peer.read_frame()  # the keepalive ping, never answered
+    assert opcode == OP_PING
+    code, _ = closed_code(ws)
+    elapsed = time.monotonic() - start
+    assert code == 1011  # documented in connection._keepalive
+    assert elapsed < 0.2 + 0.2 + 1.5
+    assert not ws.connected
+    assert peer.read_eof()
+
+
+# -- concurrency -------------------------------------------------------------
+
+SIZES = [1, 125, 126, 5000, 65535, 65536, 200_000]
+
+
+def _message(sender, i):
+    size = SIZES[(sender + i) % len(SIZES)]
+    head = f"{sender}:{i}:".encode()
+    return head + bytes([65 + sender]) * max(size - len(head), 0)
+
+
+def _check_message(msg):
+    sender, i, _ = msg.split(b":", 2)
+    assert msg == _message(int(sender), int(i)), "corrupted message"
+    return int(sender), int(i)
+
+
+def test_concurrent_sends_never_interleave(ws_pair, role, rt):
+    a, b = pick(ws_pair(client_kwargs={"max_queue": None},
+                        server_kwargs={"max_queue": None}), role)
+    senders, per_sender = 8, 15
+
+    def send_all(n):
+        for i in range(per_sender):
+            a.send(_message(n, i))
+
+    tasks = [rt.spawn(send_all, n) for n in range(senders)]
+    seen = {n: -1 for n in range(senders)}
+    for _ in range(senders * per_sender):
+        msg = b.receive(timeout=WAIT)
+        assert msg is not None
+        sender, i = _check_message(msg)
+        assert i == seen[sender] + 1  # per-sender order kept
+        seen[sender] = i
+    for task in tasks:
+        task.get()
+
+
+def test_concurrent_sends_and_pings_on_the_wire(harness, role, rt):
+    """A raw reader parses every frame: no frame is cut or interleaved."""
+    ws, peer = raw_pair(harness, role)
+    senders, per_sender = 6, 10
+
+    def send_all(n):
+        for i in range(per_sender):
+            ws.send(_message(n, i))
+
+    def ping_all():
+        for _ in range(10):
+            try:
+                ws.ping(timeout=0.01)
+            except TimeoutError:
+                pass
+
+    tasks = [rt.spawn(send_all, n) for n in range(senders)] + [rt.spawn(ping_all)]
+    count = 0
+    while count < senders * per_sender:
+        fin, rsv1, opcode, payload = peer.read_frame()
+        assert fin and not rsv1
+        if opcode == OP_PING:
+            continue
+        assert opcode == OP_BINARY
+        _check_message(payload)
+        count += 1
+    for task in tasks:
+        task.get()
+
+
+# -- limits ------------------------------------------------------------------
+
+
+def test_max_message_size_closes_1009(ws_pair, role):
+    server, client = ws_pair(
+        server_kwargs={"max_message_size": 1000},
+        client_kwargs={"max_message_size": 1000},
+    )
+    a, b = pick((server, client), role)
+    b.send(b"x" * 1000)  # exactly the limit is fine
+    assert a.receive(timeout=WAIT) == b"x" * 1000
+    b.send(b"x" * 1001)
+    assert closed_code(b)[0] == 1009
+    assert closed_code(a)[0] == 1009
+
+
+def test_max_message_size_enforced_while_arriving(harness, role):
+    ws, peer = raw_pair(harness, role, max_message_size=1000)
+    # A first fragment already over the limit; the message never finishes.
+    peer.send_frame(OP_BINARY, b"y" * 2000, fin=False)
+    assert read_close(peer)[0] == 1009
+    assert closed_code(ws)[0] == 1009
+
+
+def test_fragmented_message_reassembled(harness, role):
+    ws, peer = raw_pair(harness, role)
+    peer.send_frame(OP_TEXT, "frag", fin=False)
+    peer.send_frame(OP_PING, b"p")  # control frames may interleave fragments
+    peer.send_frame(OP_CONT, "men", fin=False)
+    peer.send_frame(OP_CONT, "ted \u20ac")
+    assert ws.receive(timeout=WAIT) == "fragmented \u20ac"
+    peer.send_frame(OP_BINARY, b"\x00\x01", fin=False)
+    peer.send_frame(OP_CONT, b"\x02")
+    assert ws.receive(timeout=WAIT) == b"\x00\x01\x02"
+
+
+def test_bad_utf8_closes_1007(harness, role):
+    ws, peer = raw_pair(harness, role)
+    peer.send_frame(OP_TEXT, b"ok \xff\xfe not utf-8")
+    assert read_close(peer)[0] == 1007
+    assert closed_code(ws)[0] == 1007
+
+
+def test_protocol_error_closes_1002(harness, role):
+    ws, peer = raw_pair(harness, role)
+    peer.send_frame(OP_CONT, b"continuation of nothing")
+    assert read_close(peer)[0] == 1002
+    assert closed_code(ws)[0] == 1002
+
+
+def test_max_queue_backpressure(ws_pair, role, rt):
+    max_queue = 2
+    server, client = ws_pair(
+        server_kwargs={"max_queue": max_queue, "compression": False},
+        client_kwargs={"max_queue": max_queue, "compression": False},
+    )
+    a, b = pick((server, client), role)  # a: slow receiver, b: flooding peer
+    size, total = 16 * 1024, 4000  # 64 MiB: far more than socket buffers
+    sent = [0]
+
+    def flood():
+        try:
+            for i in range(total):
+                b.send(i.to_bytes(4, "big") * (size // 4))
+                sent[0] += 1
+        except ConnectionClosed:
+            pass
+
+    flooder = rt.spawn(flood)
+    # wait until the flooder stalls: no progress for 0.3 s
+    deadline = time.monotonic() + WAIT
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        if sent[0] != last:
+            last, since = sent[0], time.monotonic()
+        elif time.monotonic() - since > 0.3:
+            break
+        rt.sleep(0.02)
+    else:
+        pytest.fail("the flooding peer never blocked")
+    assert 0 < sent[0] < total
+    assert not flooder.ready()
+    # one 4 KiB read never completes more than one 16 KiB message
+    assert len(a._queue) <= max_queue + 1
+    stalled = sent[0]
+    # reading resumes: messages arrive in order and the flooder moves on
+    for i in range(200):
+        msg = a.receive(timeout=WAIT)
+        assert msg[:4] == i.to_bytes(4, "big") and len(msg) == size
+        assert len(a._queue) <= max_queue + 1
+    assert rt.wait_until(lambda: sent[0] > stalled)
+    a.close_timeout = 2
+    a.close()
+    flooder.get()
+
+
+# -- handshake leftovers -------------------------------------------------------
+
+
+def test_frame_pipelined_with_101_delivered_at_once(harness):
+    from conftest import frame
+
+    client, peer = harness.raw_server(after_101=frame(OP_TEXT, "early bird"))
+    assert client.receive(timeout=2) == "early bird"
+
+
+def test_frame_pipelined_with_request_delivered_at_once(harness):
+    from conftest import frame, raw_request, read_http_head
+
+    listener = harness.listener()
+    port = listener.getsockname()[1]
+    sock = harness.rt.connect(port)
+    harness.sockets.append(sock)
+    request, _ = raw_request(port)
+    early = frame(OP_TEXT, "early bird", mask=True)
+    sock.sendall(request + early)
+    server = harness.accept_server(listener, pending_bytes=len(early))
+    assert server.receive(timeout=2) == "early bird"
+    sock.settimeout(WAIT)
+    assert read_http_head(sock).startswith(b"HTTP/1.1 101")
+
+
+# -- attributes -----------------------------------------------------------------
+
+
+def test_attributes(ws_pair, rt):
+    server, client = ws_pair(
+        server_kwargs={"receive_bytes": 1234, "max_message_size": 99999},
+        client_kwargs={"ping_interval": 30},
+    )
+    assert server.connected and client.connected
+    assert server.subprotocol is None and client.subprotocol is None
+    assert server.close_reason == 1005 and server.close_message is None
+    assert server.receive_bytes == 1234 and server.max_message_size == 99999
+    assert client.ping_interval == 30 and server.ping_interval is None
+    assert server.local_address == client.remote_address
+    assert server.remote_address == client.local_address
+    assert server.local_address[0] == "127.0.0.1"
+    assert server.latency is None
+    assert isinstance(server, greenws.Base) and isinstance(client, greenws.Base)
+    assert server.preset.name == rt.preset.name == client.preset.name
+
+
+def test_invalid_options():
+    import greenws.connection as conn
+
+    ws = conn.Base()
+    with pytest.raises(ValueError):
+        ws._configure(receive_bytes=0, ping_interval=None, max_message_size=None,
+                      ping_timeout=None, close_timeout=None, max_queue=None,
+                      preset=greenws.presets.THREADING)
+    with pytest.raises(ValueError):
+        ws._configure(receive_bytes=10, ping_interval=None, max_message_size=None,
+                      ping_timeout=None, close_timeout=None, max_queue=0,
+                      preset=greenws.presets.THREADING)

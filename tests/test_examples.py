@@ -1,0 +1,164 @@
+"""The examples run as documented: each started as a real subprocess.
+
+* ``examples/chat/run.py`` under each of its servers: the page is served,
+  two greenws clients on ``/ws`` both receive what one of them says, and
+  Ctrl-C (SIGINT) stops the server cleanly.
+* ``examples/client.py`` against ``examples/echo_wsgi.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+import greenws
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    """A subprocess whose output goes to a file we can show on failure."""
+
+    def __init__(self, args: List[str]) -> None:
+        self._log = tempfile.TemporaryFile()
+        self.popen = subprocess.Popen(
+            [sys.executable, *args], cwd=str(EXAMPLES.parent),
+            stdout=self._log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            start_new_session=True,  # so cleanup can reach gunicorn's worker too
+        )
+
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")
+
+    def wait_for_port(self, port: int, timeout: float = 20.0) -> None:
+        """Poll until something listens on ``port`` (there is no event to await)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                pytest.fail(f"server exited with {self.popen.returncode}:\n"
+                            + self.output())
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail(f"nothing listening on {port} after {timeout}s:\n" + self.output())
+
+    def interrupt(self, timeout: float = 15.0) -> int:
+        """Send Ctrl-C (SIGINT) and wait for the exit status."""
+        self.popen.send_signal(signal.SIGINT)
+        return self.popen.wait(timeout)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:  # pragma: no cover - exited meanwhile
+                pass
+            self.popen.wait(10)
+        self._log.close()
+
+
+@contextmanager
+def serving(args: List[str], port: int) -> Iterator[Proc]:
+    proc = Proc(args)
+    try:
+        proc.wait_for_port(port)
+        yield proc
+    finally:
+        proc.kill()
+
+
+def next_event(ws: greenws.Client, kind: str, timeout: float = 5.0) -> Dict[str, Any]:
+    """The next chat event of type ``kind`` (others are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        message = ws.receive(timeout=max(remaining, 0))
+        if message is None:
+            pytest.fail(f"no {kind!r} event within {timeout}s")
+        event = json.loads(message)
+        if event["type"] == kind:
+            return event
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "eventlet", "werkzeug"])
+def test_chat(server: str) -> None:
+    port = free_port()
+    args = [str(EXAMPLES / "chat" / "run.py"), "--server", server, "--port", str(port)]
+    with serving(args, port) as proc:
+        base = f"127.0.0.1:{port}"
+        with urllib.request.urlopen(f"http://{base}/", timeout=10) as response:
+            page = response.read().decode()
+        assert response.status == 200
+        assert "<title>greenws chat</title>" in page
+        assert 'id="send-form"' in page and "new WebSocket(" in page
+        assert "src=" not in page and "href=" not in page  # no external resources
+
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://{base}/ws", timeout=10)
+        assert refused.value.code == 426
+
+        alice = greenws.Client.connect(f"ws://{base}/ws?name=alice", open_timeout=10)
+        bob = greenws.Client.connect(f"ws://{base}/ws?name=bob", open_timeout=10)
+        try:
+            # Once alice sees bob join, bob is in the room.
+            while next_event(alice, "join")["name"] != "bob":
+                pass
+            alice.send("hello from alice")
+            expected = {"type": "message", "name": "alice", "text": "hello from alice"}
+            assert next_event(bob, "message") == expected
+            assert next_event(alice, "message") == expected
+            bob.close()
+            assert next_event(alice, "leave")["name"] == "bob"
+            assert alice.ping(timeout=5) >= 0
+        finally:
+            alice.close()
+            bob.close()
+        assert alice.close_reason == 1000
+
+        status = proc.interrupt()
+        output = proc.output()
+        assert status == 0, output
+        assert f"open http://{base}/" in output
+        assert "chat stopped" in output
+
+
+def test_client_against_echo_wsgi() -> None:
+    port = free_port()
+    with serving([str(EXAMPLES / "echo_wsgi.py"), "--port", str(port)], port) as proc:
+        result = subprocess.run(
+            [sys.executable, str(EXAMPLES / "client.py"), f"ws://127.0.0.1:{port}/"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        for line in ("< 'hello 0'", "< 'hello 2'", "< b'\\x00binary\\xff'",
+                     "ping round trip:", "closed with code 1000"):
+            assert line in result.stdout, result.stdout
+
+        status = proc.interrupt()
+        assert status == 0, proc.output()
+        assert "echo server stopped" in proc.output()
