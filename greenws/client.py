@@ -86,7 +86,12 @@ class Client(Base):
         if parts.port and parts.port != (443 if secure else 80):
             host_header += f":{parts.port}"
         handshake = ClientHandshake(
-            host_header, self.path, self.subprotocols, _headers(headers), compression
+            host_header,
+            self.path,
+            self.subprotocols,
+            _headers(headers),
+            compression,
+            max_message_size,
         )
         deadline = None if open_timeout is None else time.monotonic() + open_timeout
         sock = self._open(secure, ssl_context, open_timeout)

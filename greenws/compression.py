@@ -12,7 +12,7 @@ connection holds no zlib memory at all.
 from __future__ import annotations
 
 import zlib
-from typing import Union
+from typing import Optional, Union
 
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode
@@ -30,10 +30,16 @@ class BoundedDeflate(PerMessageDeflate):
     """PerMessageDeflate whose zlib objects stay small and short-lived.
 
     It offers and accepts ``client_max_window_bits`` / ``server_max_window_bits``
-    of :data:`WINDOW_BITS` and ``*_no_context_takeover`` in both directions.
+    of :data:`WINDOW_BITS` and ``*_no_context_takeover`` in both directions,
+    and inflates incoming messages no further than ``max_size``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_size: Optional[int] = None) -> None:
+        #: Largest message (after inflation) accepted; None for no limit.  A
+        #: message that would inflate past it fails with 1009 as soon as the
+        #: limit is crossed, so a compression bomb never inflates in memory.
+        self.max_size = max_size
+        self._inflated = 0
         super().__init__(
             client_no_context_takeover=True,
             client_max_window_bits=WINDOW_BITS,
@@ -111,3 +117,40 @@ class BoundedDeflate(PerMessageDeflate):
                 MEM_LEVEL,
             )
         return super().frame_outbound(proto, opcode, rsv, data, fin)
+
+    def frame_inbound_payload_data(
+        self, proto: Union[FrameDecoder, FrameProtocol], data: bytes
+    ) -> Union[bytes, CloseReason]:
+        if self.max_size is None or not (
+            self._inbound_compressed and self._inbound_is_compressible
+        ):
+            return super().frame_inbound_payload_data(proto, data)
+        assert self._decompressor is not None
+        try:
+            out = self._decompressor.decompress(
+                bytes(data), self.max_size - self._inflated + 1
+            )
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        return self._count(out)
+
+    def frame_inbound_complete(
+        self, proto: Union[FrameDecoder, FrameProtocol], fin: bool
+    ) -> Union[bytes, CloseReason, None]:
+        result = super().frame_inbound_complete(proto, fin)
+        if isinstance(result, bytes) and self.max_size is not None:
+            result = self._count(result)
+        if fin:
+            self._inflated = 0
+        return result
+
+    def _count(self, out: bytes) -> Union[bytes, CloseReason]:
+        """Add inflated bytes to the message total; 1009 past the limit."""
+        self._inflated += len(out)
+        assert self.max_size is not None
+        decompressor = self._decompressor
+        if self._inflated > self.max_size or (
+            decompressor is not None and decompressor.unconsumed_tail
+        ):
+            return CloseReason.MESSAGE_TOO_BIG
+        return out

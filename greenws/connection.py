@@ -16,14 +16,7 @@ import socket
 import time
 from typing import Any, Deque, Dict, Iterator, List, Optional, Union
 
-from wsproto.events import (
-    BytesMessage,
-    CloseConnection,
-    Event,
-    Ping,
-    Pong,
-    TextMessage,
-)
+from wsproto.events import CloseConnection, Event, Ping, Pong
 from wsproto.utilities import LocalProtocolError
 
 from . import presets as _presets
@@ -48,6 +41,9 @@ __all__ = ["Base", "DEFAULT_CLOSE_TIMEOUT", "DEFAULT_MAX_QUEUE"]
 DEFAULT_CLOSE_TIMEOUT = 5.0
 #: Messages that may wait in the receive queue before reading pauses.
 DEFAULT_MAX_QUEUE = 16
+
+# Largest single read when a big frame is arriving.
+_MAX_READ = 256 * 1024
 
 # Codes after which ``for msg in ws`` ends quietly instead of raising.
 _OK_CODES = (NORMAL_CLOSURE, GOING_AWAY, NO_STATUS)
@@ -155,17 +151,13 @@ class Base:
         so a slow reader slows the sender instead of filling memory.  Raises
         :class:`ConnectionClosed` once the connection is closing or closed.
         """
-        if isinstance(data, str):
-            event: Event = TextMessage(data=data)
-        elif isinstance(data, (bytes, bytearray)):
-            event = BytesMessage(data=data)
-        elif isinstance(data, memoryview):
-            event = BytesMessage(data=data.tobytes())
+        if isinstance(data, (str, bytes)):
+            message: Union[str, bytes] = data
+        elif isinstance(data, (bytearray, memoryview)):
+            message = bytes(data)
         else:
-            event = TextMessage(data=str(data))
-        if not self.connected:
-            raise ConnectionClosed(self.close_reason, self.close_message)
-        if not self._write(event):
+            message = str(data)
+        if not self.connected or not self._write(message):
             raise ConnectionClosed(self.close_reason, self.close_message)
 
     def receive(self, timeout: Optional[float] = None) -> Optional[Data]:
@@ -234,7 +226,11 @@ class Base:
             self.connected = False
             self.close_reason = code
             self.close_message = message
-            self._write(CloseConnection(code=code, reason=message), closing=True)
+            self._write(
+                CloseConnection(code=code, reason=message),
+                closing=True,
+                timeout=self.close_timeout,
+            )
             # A paused reader must run again to see the peer's Close frame.
             self._space_event.set()
             self._message_event.set()
@@ -280,14 +276,38 @@ class Base:
 
     # -- writing ------------------------------------------------------------
 
-    def _write(self, event: Event, closing: bool = False) -> bool:
-        """Serialise and send ``event`` whole; False if the connection is gone."""
-        with self._write_lock:
+    def _write(
+        self,
+        event: Union[Event, str, bytes],
+        closing: bool = False,
+        timeout: Optional[float] = None,
+    ) -> bool:
+        """Serialise and send ``event`` (or a whole message) whole.
+
+        Returns False if the connection is gone.
+
+        With ``timeout``, a peer that cannot take the frame in that time (the
+        lock is held by a stuck send, or the socket buffer stays full) gets
+        the connection aborted instead of blocking the caller for ever.
+        """
+        lock = self._write_lock
+        if timeout is None:
+            lock.acquire()
+        elif not lock.acquire(timeout=timeout):
+            self._abort()
+            return False
+        try:
             if self._done and not closing:
                 return False
             try:
-                data = self._protocol.send(event)
+                if isinstance(event, (str, bytes)):
+                    data = self._protocol.send_message(event)
+                else:
+                    data = self._protocol.send(event)
             except LocalProtocolError:
+                return False
+            if timeout is not None and not self._writable(timeout):
+                self._abort()
                 return False
             try:
                 self.sock.sendall(data)
@@ -299,6 +319,21 @@ class Base:
                 self._abort()
                 return False
             return True
+        finally:
+            lock.release()
+
+    def _writable(self, timeout: float) -> bool:
+        try:
+            selector = self.selector_class()
+        except OSError:  # pragma: no cover - out of file descriptors
+            return True
+        try:
+            selector.register(self.sock, selectors.EVENT_WRITE)
+            return bool(selector.select(timeout))
+        except (OSError, ValueError):
+            return False
+        finally:
+            selector.close()
 
     # -- reading (background thread) -------------------------------------
 
@@ -332,7 +367,8 @@ class Base:
                 if selector is not None and not self._keepalive(selector):
                     return
                 try:
-                    data = recv(size)
+                    # Read a large frame in large pieces, small ones in small.
+                    data = recv(max(size, min(protocol.wanted, _MAX_READ)))
                 except (OSError, ValueError):
                     data = b""
                 if not data:
@@ -360,7 +396,7 @@ class Base:
                 payload = os.urandom(4)
                 entry = self._keepalive_entry = [None, now, None]
                 self._pings[payload] = entry
-                self._write(Ping(payload=payload))
+                self._write(Ping(payload=payload), timeout=timeout or None)
                 self._next_ping = now + interval
             deadline = self._next_ping
             if entry is not None:
@@ -407,7 +443,11 @@ class Base:
             self.connected = False
             self._closing = True
             # Echo the peer's Close (RFC 6455 5.5.1).
-            self._write(CloseConnection(code=code, reason=reason), closing=True)
+            self._write(
+                CloseConnection(code=code, reason=reason),
+                closing=True,
+                timeout=self.close_timeout,
+            )
         if not self._owns_socket or self._is_server:
             return  # the server closes the TCP connection first
         # The client waits (briefly) for the server to close TCP.
@@ -426,7 +466,11 @@ class Base:
             self.connected = False
             self._closing = True
             if send:
-                self._write(CloseConnection(code=code, reason=reason), closing=True)
+                self._write(
+                    CloseConnection(code=code, reason=reason),
+                    closing=True,
+                    timeout=self.close_timeout,
+                )
 
     def _eof(self) -> None:
         if not self._closing:

@@ -24,8 +24,8 @@ __all__ = ["accept_request", "ClientHandshake"]
 Headers = List[Tuple[bytes, bytes]]
 
 
-def _extensions(compression: bool) -> List[Extension]:
-    return [BoundedDeflate()] if compression else []
+def _extensions(compression: bool, max_size: Optional[int]) -> List[Extension]:
+    return [BoundedDeflate(max_size)] if compression else []
 
 
 def accept_request(
@@ -33,6 +33,7 @@ def accept_request(
     target: str,
     choose_subprotocol: Callable[[Request], Optional[str]],
     compression: bool,
+    max_message_size: Optional[int] = None,
 ) -> Tuple[bytes, Connection, Request, Optional[str]]:
     """Validate an already-parsed upgrade request and accept it.
 
@@ -63,7 +64,10 @@ def accept_request(
             f"did not offer ({request.subprotocols!r})"
         )
     data = handshake.send(
-        AcceptConnection(subprotocol=subprotocol, extensions=_extensions(compression))
+        AcceptConnection(
+            subprotocol=subprotocol,
+            extensions=_extensions(compression, max_message_size),
+        )
     )
     conn = handshake.connection
     assert conn is not None
@@ -80,6 +84,7 @@ class ClientHandshake:
         subprotocols: Sequence[str],
         headers: Sequence[Tuple[str, str]],
         compression: bool,
+        max_message_size: Optional[int] = None,
     ) -> None:
         self._handshake = H11Handshake(ConnectionType.CLIENT)
         self._status: Optional[int] = None
@@ -88,7 +93,7 @@ class ClientHandshake:
                 host=host,
                 target=target,
                 subprotocols=list(subprotocols),
-                extensions=_extensions(compression),
+                extensions=_extensions(compression, max_message_size),
                 extra_headers=[(k.encode("latin-1"), v.encode("latin-1"))
                                for k, v in headers],
             )

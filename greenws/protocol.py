@@ -5,10 +5,21 @@ layer; the HTTP handshake is done before, see :mod:`greenws.handshake`). It
 reassembles fragmented messages, enforces ``max_message_size`` while a message
 is still arriving, and turns wsproto's events into the few things the I/O loop
 acts on.  It never touches a socket, a thread or a clock.
+
+Fast path.  Nearly all traffic is single-frame, uncompressed text or binary
+messages.  wsproto spends most of its time on per-frame objects (enums, named
+tuples, events, incremental decoders), so for exactly that case -- and only
+while wsproto sits between two messages -- :class:`Protocol` parses and builds
+frames itself.  Anything else (control frames, fragments, compressed frames,
+reserved bits, non-minimal lengths, bad UTF-8, oversized frames) is handed to
+wsproto unchanged, from a frame boundary, so wsproto stays the one judge of
+what is valid and which close code an error gets.
 """
 
 from __future__ import annotations
 
+import os
+import struct
 from typing import List, Optional, Tuple, Union
 
 from wsproto.connection import Connection, ConnectionState
@@ -58,7 +69,17 @@ Message = Union[str, bytes]
 class Protocol:
     """Frame-level state of one connection, free of I/O."""
 
-    __slots__ = ("_conn", "max_message_size", "_parts", "_size", "_failed")
+    __slots__ = (
+        "_conn",
+        "max_message_size",
+        "_parts",
+        "_size",
+        "_failed",
+        "_client",
+        "_buffer",
+        "_wsproto_busy",
+        "wanted",
+    )
 
     def __init__(self, conn: Connection, max_message_size: Optional[int] = None):
         self._conn = conn
@@ -66,6 +87,14 @@ class Protocol:
         self._parts: List[Union[str, bytes]] = []
         self._size = 0
         self._failed = False
+        self._client = conn.client
+        # A fast-path frame that has not fully arrived yet.
+        self._buffer = bytearray()
+        # True while wsproto holds part of a frame or of a fragmented message
+        # (from the start, if bytes came in right behind the handshake).
+        self._wsproto_busy = not self._wsproto_idle()
+        #: Bytes still missing from the frame being received (a read-size hint).
+        self.wanted = 0
 
     @property
     def state(self) -> ConnectionState:
@@ -76,6 +105,29 @@ class Protocol:
         """Serialise ``event``; raises ``LocalProtocolError`` once closing."""
         return self._conn.send(event)
 
+    def send_message(self, data: Union[str, bytes]) -> bytes:
+        """Serialise one whole text (``str``) or binary message.
+
+        Same result as ``send(TextMessage(...))``/``send(BytesMessage(...))``;
+        without compression the frame is built here, which is much cheaper.
+        """
+        conn = self._conn
+        if conn.state is not ConnectionState.OPEN:
+            raise LocalProtocolError(f"cannot send a message in state {conn.state}")
+        proto = conn._proto
+        if proto.extensions or proto._outbound_opcode is not None:
+            event: Event = (
+                TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+            )
+            return conn.send(event)
+        if isinstance(data, str):
+            payload = data.encode("utf-8")
+            first = 0x81
+        else:
+            payload = data
+            first = 0x82
+        return _frame(first, payload, self._client)
+
     def receive_data(self, data: bytes) -> List[Action]:
         """Feed bytes from the peer; return what they mean, in order.
 
@@ -84,12 +136,91 @@ class Protocol:
         """
         if self._failed or self._conn.state is ConnectionState.CLOSED:
             return []
+        if self._wsproto_busy:
+            return self._through_wsproto(data, [])
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            view: Union[bytes, bytearray] = buffer
+        else:
+            view = data
+        actions: List[Action] = []
+        pos = 0
+        end = len(view)
+        limit = self.max_message_size
+        want_mask = not self._client
+        while True:
+            if end - pos < 2:
+                if pos < end:
+                    self._keep(view, pos, 2)
+                    return actions
+                break
+            first = view[pos]
+            second = view[pos + 1]
+            if (first != 0x81 and first != 0x82) or bool(second & 0x80) != want_mask:
+                break
+            length = second & 0x7F
+            start = pos + 2
+            if length == 126:
+                if end - pos < 4:
+                    self._keep(view, pos, 4)
+                    return actions
+                length = (view[start] << 8) | view[start + 1]
+                start += 2
+                if length < 126:
+                    break
+            elif length == 127:
+                if end - pos < 10:
+                    self._keep(view, pos, 10)
+                    return actions
+                (length,) = struct.unpack_from("!Q", view, start)
+                start += 8
+                if length < 65536 or length >> 63:
+                    break
+            if limit is not None and length > limit:
+                break
+            if want_mask:
+                start += 4
+            stop = start + length
+            if stop > end:
+                self._keep(view, pos, stop - pos)
+                return actions
+            if view is buffer:
+                with memoryview(buffer) as whole_view:
+                    payload = bytes(whole_view[start:stop])
+            else:
+                payload = view[start:stop]  # type: ignore[assignment]
+            if want_mask and length:
+                payload = _unmask(payload, bytes(view[start - 4:start]))
+            if first == 0x81:
+                try:
+                    message: Message = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    break  # wsproto reports it (1007)
+            else:
+                message = payload
+            actions.append((MESSAGE, message))
+            pos = stop
+        if buffer:
+            self._buffer = bytearray()
+        self.wanted = 0
+        if pos == end:
+            return actions
+        # Not a frame the fast path handles: wsproto takes over from here.
+        return self._through_wsproto(bytes(view[pos:]), actions)
+
+    def _keep(self, view: Union[bytes, bytearray], pos: int, frame_size: int) -> None:
+        """Hold an incomplete fast-path frame until the rest arrives."""
+        if view is not self._buffer or pos:
+            self._buffer = bytearray(view[pos:])
+        self.wanted = frame_size - len(self._buffer)
+
+    def _through_wsproto(self, data: bytes, actions: List[Action]) -> List[Action]:
         conn = self._conn
         try:
             conn.receive_data(data)
-        except LocalProtocolError:  # pragma: no cover - guarded by the check above
-            return []
-        actions: List[Action] = []
+        except LocalProtocolError:  # pragma: no cover - guarded by receive_data
+            return actions
         append = actions.append
         for event in conn.events():
             kind = type(event)
@@ -132,4 +263,46 @@ class Protocol:
                 else:
                     append((CLOSE, (event.code, event.reason)))
                 break
+        self._wsproto_busy = not self._wsproto_idle()
         return actions
+
+    def _wsproto_idle(self) -> bool:
+        """True when wsproto holds no partial frame and no partial message."""
+        if self._parts:
+            return False
+        proto = getattr(self._conn, "_proto", None)
+        decoder = getattr(proto, "_frame_decoder", None)
+        messages = getattr(proto, "_message_decoder", None)
+        try:
+            return (
+                decoder.header is None  # type: ignore[union-attr]
+                and len(decoder.buffer) == 0  # type: ignore[union-attr]
+                and messages.opcode is None  # type: ignore[union-attr]
+            )
+        except AttributeError:  # another wsproto: stay on the slow path
+            return False
+
+
+def _unmask(payload: bytes, key: bytes) -> bytes:
+    """XOR ``payload`` with the 4-byte masking ``key`` (RFC 6455 5.3)."""
+    n = len(payload)
+    repeated = key * (n // 4 + 1)
+    return (
+        int.from_bytes(payload, "little") ^ int.from_bytes(repeated[:n], "little")
+    ).to_bytes(n, "little")
+
+
+def _frame(first: int, payload: bytes, masked: bool) -> bytes:
+    """One complete frame: ``first`` is the FIN/RSV/opcode byte."""
+    n = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if n < 126:
+        header = bytes((first, mask_bit | n))
+    elif n < 65536:
+        header = struct.pack("!BBH", first, mask_bit | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, n)
+    if masked:
+        key = os.urandom(4)
+        return header + key + (_unmask(payload, key) if n else b"")
+    return header + payload

@@ -98,6 +98,7 @@ class Server(Base):
             _request_target(environ),
             self.choose_subprotocol,
             compression,
+            max_message_size,
         )
         sock = host.sock
         # Some servers hand out sockets with a timeout (or non-blocking); the
