@@ -20,6 +20,7 @@ from wsproto.events import CloseConnection, Event, Ping, Pong
 from wsproto.utilities import LocalProtocolError
 
 from . import presets as _presets
+from . import registry as _registry
 from .errors import ConnectionClosed
 from .protocol import (
     ABNORMAL,
@@ -138,6 +139,7 @@ class Base:
             self._thread.name = f"greenws-{id(self):x}"
         except (AttributeError, TypeError):  # pragma: no cover
             pass
+        _registry.add(self)
         self._thread.start()
 
     # -- public API ---------------------------------------------------------
@@ -220,21 +222,29 @@ class Base:
         peer's, then closes the socket.  Calling it again, or after the peer
         closed, does nothing.
         """
-        code = NORMAL_CLOSURE if reason is None else reason
-        if not self._closing and not self._done:
-            self._closing = True
-            self.connected = False
-            self.close_reason = code
-            self.close_message = message
-            self._write(
-                CloseConnection(code=code, reason=message),
-                closing=True,
-                timeout=self.close_timeout,
-            )
-            # A paused reader must run again to see the peer's Close frame.
-            self._space_event.set()
-            self._message_event.set()
-        if not self._closed_event.wait(self.close_timeout):
+        self._begin_close(NORMAL_CLOSURE if reason is None else reason, message)
+        self._wait_closed(self.close_timeout)
+
+    def _begin_close(self, code: int, message: Optional[str]) -> None:
+        """Send our Close frame (once) without waiting for the answer."""
+        if self._closing or self._done:
+            return
+        self._closing = True
+        self.connected = False
+        self.close_reason = code
+        self.close_message = message
+        self._write(
+            CloseConnection(code=code, reason=message),
+            closing=True,
+            timeout=self.close_timeout,
+        )
+        # A paused reader must run again to see the peer's Close frame.
+        self._space_event.set()
+        self._message_event.set()
+
+    def _wait_closed(self, timeout: float) -> None:
+        """Wait for the closing handshake; past ``timeout``, drop TCP."""
+        if not self._closed_event.wait(timeout):
             self._abort()
             self._closed_event.wait(self.close_timeout)
         self._join()
@@ -491,6 +501,7 @@ class Base:
 
     def _finish(self) -> None:
         """The reader is done: close TCP, wake everyone, drop references."""
+        _registry.discard(self)
         self.connected = False
         self._done = True
         self._closing = True

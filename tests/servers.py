@@ -37,6 +37,18 @@ def gunicorn_has_worker(name: str) -> bool:
     return name in SUPPORTED_WORKERS
 
 
+def gunicorn_options() -> List[str]:
+    """Options every test gunicorn gets."""
+    try:
+        from gunicorn.config import KNOWN_SETTINGS
+    except ImportError:  # pragma: no cover
+        return []
+    names = {setting.name for setting in KNOWN_SETTINGS}
+    # gunicorn 27 opens a control socket at one fixed path per user; test
+    # servers running side by side must not fight over it.
+    return ["--no-control-socket"] if "control_socket_disable" in names else []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -59,8 +71,11 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
 class HostedServer:
     """One server process serving tests/apps/echo_app.py."""
 
-    def __init__(self, kind: str, env: Optional[dict] = None) -> None:
+    def __init__(
+        self, kind: str, env: Optional[dict] = None, options: Optional[List[str]] = None
+    ) -> None:
         self.kind = kind
+        self.options = options or []
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.http_url = f"http://127.0.0.1:{self.port}"
@@ -82,10 +97,11 @@ class HostedServer:
             worker = self.kind.split("-", 1)[1]
             cmd = [str(BIN / "gunicorn"), "-k", worker, "-w", "1",
                    "-b", f"127.0.0.1:{self.port}", "--timeout", "120",
-                   "--graceful-timeout", "2", "--log-level", "debug"]
+                   "--graceful-timeout", "2", "--log-level", "debug",
+                   *gunicorn_options()]
             if worker == "gthread":
                 cmd += ["--threads", "8"]
-            return cmd + ["echo_app:app"]
+            return cmd + self.options + ["echo_app:app"]
         return [sys.executable, str(APPS / "serve.py"), self.kind, str(self.port)]
 
     def stop(self) -> str:
