@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from . import presets as _presets
@@ -104,15 +104,22 @@ class Client(Base):
         self._start(sock, Protocol(conn, max_message_size), True)
 
     def _open(
-        self, secure: bool, ssl_context: Optional[ssl.SSLContext], timeout: Optional[float]
+        self,
+        secure: bool,
+        ssl_context: Optional[ssl.SSLContext],
+        timeout: Optional[float],
     ) -> Any:
         preset = self.preset
         try:
             sock = preset.create_connection((self.host, self.port), timeout)
         except socket.timeout:
-            raise ConnectionError(None, f"timed out connecting to {self.host}:{self.port}")
+            raise ConnectionError(
+                None, f"timed out connecting to {self.host}:{self.port}"
+            )
         except OSError as exc:
-            raise ConnectionError(None, f"cannot connect to {self.host}:{self.port}: {exc}")
+            raise ConnectionError(
+                None, f"cannot connect to {self.host}:{self.port}: {exc}"
+            )
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if secure:
@@ -157,7 +164,7 @@ class Client(Base):
         event_class: Any = None,
         selector_class: Any = None,
         **options: Any,
-    ) -> "Client":
+    ) -> Client:
         """Open a WebSocket connection to ``url`` (``ws://`` or ``wss://``).
 
         :param subprotocols: a name or a list of names, in order of preference.

@@ -15,8 +15,13 @@ import zlib
 from typing import Optional, Union
 
 from wsproto.extensions import PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode
-from wsproto.frame_protocol import RsvBits
+from wsproto.frame_protocol import (
+    CloseReason,
+    FrameDecoder,
+    FrameProtocol,
+    Opcode,
+    RsvBits,
+)
 
 __all__ = ["BoundedDeflate", "WINDOW_BITS", "MEM_LEVEL"]
 
@@ -109,11 +114,15 @@ class BoundedDeflate(PerMessageDeflate):
         fin: bool,
     ) -> tuple[RsvBits, bytes]:
         if self._compressor is None and opcode in (Opcode.TEXT, Opcode.BINARY):
-            bits = self.client_max_window_bits if proto.client else (
-                self.server_max_window_bits
+            bits = (
+                self.client_max_window_bits
+                if proto.client
+                else (self.server_max_window_bits)
             )
             self._compressor = zlib.compressobj(
-                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -min(bits, WINDOW_BITS),
+                zlib.Z_DEFAULT_COMPRESSION,
+                zlib.DEFLATED,
+                -min(bits, WINDOW_BITS),
                 MEM_LEVEL,
             )
         return super().frame_outbound(proto, opcode, rsv, data, fin)

@@ -215,7 +215,9 @@ class Base:
             raise ConnectionClosed(self.close_reason, self.close_message)
         return float(entry[2])
 
-    def close(self, reason: Optional[int] = None, message: Optional[str] = None) -> None:
+    def close(
+        self, reason: Optional[int] = None, message: Optional[str] = None
+    ) -> None:
         """Close the connection with ``reason`` (default 1000) and ``message``.
 
         Sends a Close frame, waits up to ``close_timeout`` seconds for the
@@ -278,7 +280,7 @@ class Base:
             assert message is not None
             yield message
 
-    def __enter__(self) -> "Base":
+    def __enter__(self) -> Base:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -71,8 +71,9 @@ class HandshakeError(ConnectionError):
     def __call__(self, environ: object, start_response: StartResponse) -> List[bytes]:
         from http import HTTPStatus
 
+        status = self.status_code or 400
         try:
-            phrase = HTTPStatus(self.status_code).phrase
+            phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = "Error"
         body = self.body
@@ -82,6 +83,5 @@ class HandshakeError(ConnectionError):
             ("Connection", "close"),
             *self.headers,
         ]
-        start_response(f"{self.status_code} {phrase}", headers)
+        start_response(f"{status} {phrase}", headers)
         return [body]
-

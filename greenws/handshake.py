@@ -94,8 +94,9 @@ class ClientHandshake:
                 target=target,
                 subprotocols=list(subprotocols),
                 extensions=_extensions(compression, max_message_size),
-                extra_headers=[(k.encode("latin-1"), v.encode("latin-1"))
-                               for k, v in headers],
+                extra_headers=[
+                    (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers
+                ],
             )
         )
 

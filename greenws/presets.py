@@ -21,6 +21,9 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 __all__ = ["Preset", "THREADING", "GEVENT", "EVENTLET", "detect", "resolve"]
 
+GEVENT: Preset  # built on first use, see __getattr__
+EVENTLET: Preset
+
 #: The keys a preset maps; each is also a keyword argument of Server and Client.
 CLASS_KEYS = ("thread_class", "event_class", "selector_class", "lock_class")
 
@@ -70,7 +73,7 @@ class Preset(Mapping[str, Any]):
         except KeyError:
             raise AttributeError(key) from None
 
-    def replace(self, **classes: Any) -> "Preset":
+    def replace(self, **classes: Any) -> Preset:
         """A copy with some classes replaced (``None`` values are ignored)."""
         merged = dict(self._classes)
         merged.update({k: v for k, v in classes.items() if v is not None})
@@ -128,9 +131,7 @@ def _make_gevent() -> Preset:
         def is_alive(self) -> bool:
             return not self.dead
 
-    def wrap_ssl(
-        context: ssl.SSLContext, sock: Any, server_hostname: str
-    ) -> Any:
+    def wrap_ssl(context: ssl.SSLContext, sock: Any, server_hostname: str) -> Any:
         return gevent.ssl.SSLSocket(
             sock=sock, server_hostname=server_hostname, _context=context
         )
@@ -226,7 +227,10 @@ def _make_eventlet() -> Preset:
                 timeout = 0.0001
             try:
                 eventlet.hubs.trampoline(
-                    key.fd, read=read, write=write, timeout=timeout,
+                    key.fd,
+                    read=read,
+                    write=write,
+                    timeout=timeout,
                     timeout_exc=_Timeout,
                 )
             except _Timeout:
@@ -239,9 +243,7 @@ def _make_eventlet() -> Preset:
         def close(self) -> None:
             self._keys.clear()
 
-    def wrap_ssl(
-        context: ssl.SSLContext, sock: Any, server_hostname: str
-    ) -> Any:
+    def wrap_ssl(context: ssl.SSLContext, sock: Any, server_hostname: str) -> Any:
         return eventlet.green.ssl.GreenSSLSocket(
             sock, server_hostname=server_hostname, _context=context
         )
@@ -288,8 +290,10 @@ def _running_gevent() -> bool:
     import greenlet
 
     hub = get_hub_if_exists()
-    return hub is not None and greenlet.getcurrent() is not hub and (
-        greenlet.getcurrent().parent is hub
+    return (
+        hub is not None
+        and greenlet.getcurrent() is not hub
+        and (greenlet.getcurrent().parent is hub)
     )
 
 

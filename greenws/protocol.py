@@ -117,7 +117,9 @@ class Protocol:
         proto = conn._proto
         if proto.extensions or proto._outbound_opcode is not None:
             event: Event = (
-                TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+                TextMessage(data=data)
+                if isinstance(data, str)
+                else BytesMessage(data=data)
             )
             return conn.send(event)
         if isinstance(data, str):
@@ -191,7 +193,7 @@ class Protocol:
             else:
                 payload = view[start:stop]  # type: ignore[assignment]
             if want_mask and length:
-                payload = _unmask(payload, bytes(view[start - 4:start]))
+                payload = _unmask(payload, bytes(view[start - 4 : start]))
             if first == 0x81:
                 try:
                     message: Message = payload.decode("utf-8")

@@ -21,18 +21,18 @@ GOING_AWAY = 1001
 
 # A plain set: add/discard and list() copies are atomic under the GIL, which
 # a WeakSet's Python-level iteration is not.
-_live: Set["Base"] = set()
+_live: Set[Base] = set()
 
 
-def add(conn: "Base") -> None:
+def add(conn: Base) -> None:
     _live.add(conn)
 
 
-def discard(conn: "Base") -> None:
+def discard(conn: Base) -> None:
     _live.discard(conn)
 
 
-def connections() -> List["Base"]:
+def connections() -> List[Base]:
     """The connections of this process that are still open."""
     return list(_live)
 

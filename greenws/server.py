@@ -135,7 +135,7 @@ class Server(Base):
         event_class: Any = None,
         selector_class: Any = None,
         **options: Any,
-    ) -> "Server":
+    ) -> Server:
         """Accept the WebSocket request described by a WSGI ``environ``.
 
         :param subprotocols: subprotocols the server supports (see

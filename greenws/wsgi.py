@@ -4,14 +4,16 @@ and how each must be told that the WebSocket has taken over.
 WSGI has no standard way to hand a connection over to the application, so
 every server is different:
 
-========================  ===================================  ==========================
-server                    socket                               ending the WSGI call
-========================  ===================================  ==========================
-werkzeug (Flask dev)      ``environ["werkzeug.socket"]``       raise a ``ConnectionError``
-gunicorn (every worker)   ``environ["gunicorn.socket"]``       raise ``StopIteration``
-eventlet.wsgi             ``environ["eventlet.input"]``        ``WSGI_LOCAL.already_handled``
-gevent.pywsgi             ``wsgi.input.rfile.raw._sock``       close the keep-alive loop
-========================  ===================================  ==========================
+- werkzeug (Flask's dev server): ``environ["werkzeug.socket"]``; the call
+  ends by raising a ``ConnectionError``, which werkzeug treats as a client
+  that went away.
+- gunicorn (every worker): ``environ["gunicorn.socket"]``; the call ends by
+  raising ``StopIteration``, which every gunicorn worker takes as "close the
+  connection, write nothing".
+- eventlet.wsgi: ``environ["eventlet.input"].get_socket()``; the call ends by
+  setting ``WSGI_LOCAL.already_handled``.
+- gevent.pywsgi: the socket under ``wsgi.input``'s reader; the call ends by
+  returning no body with ``close_connection`` set on the handler.
 
 Each also may have read bytes beyond the request headers (a client may send
 its first frame right behind the request); :func:`find_socket` returns them
@@ -99,7 +101,9 @@ def find_socket(environ: Environ) -> Host:
     if "eventlet.input" in environ:
         wsgi_input = environ["eventlet.input"]
         sock = wsgi_input.get_socket()
-        return Host(sock, "eventlet", _buffered(getattr(wsgi_input, "rfile", None), sock))
+        return Host(
+            sock, "eventlet", _buffered(getattr(wsgi_input, "rfile", None), sock)
+        )
     if str(environ.get("SERVER_SOFTWARE", "")).startswith("gevent"):
         # For upgrade requests gevent passes its raw reader as wsgi.input.
         wsgi_input = environ.get("wsgi.input")
@@ -167,7 +171,9 @@ class WebSocketWSGI:
         self.server_class = server_class or Server
         self.options = options
 
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(
+        self, environ: Environ, start_response: StartResponse
+    ) -> Iterable[bytes]:
         if self.fallback is not None and not _is_upgrade(environ):
             return self.fallback(environ, start_response)
         try:
