@@ -9,7 +9,9 @@ out gevent sockets).  Try it with ``python examples/client.py``.
 """
 
 import argparse
+import signal
 
+import gevent
 from gevent.pywsgi import WSGIServer
 
 import greenws
@@ -40,10 +42,10 @@ def main() -> None:
     server = WSGIServer((args.host, args.port), app)
     print(f"echo server on ws://{args.host}:{args.port}/ (Ctrl-C to stop)",
           flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        server.stop(timeout=1)
+    # Ctrl-C stops the server from a greenlet of its own, rather than as a
+    # KeyboardInterrupt raised in whatever greenlet happens to be running.
+    gevent.signal_handler(signal.SIGINT, server.stop)
+    server.serve_forever()
     print("echo server stopped", flush=True)
 
 

@@ -92,7 +92,7 @@ def serving(args: List[str], port: int) -> Iterator[Proc]:
         proc.kill()
 
 
-def next_event(ws: greenws.Client, kind: str, timeout: float = 5.0) -> Dict[str, Any]:
+def next_event(ws: greenws.Client, kind: str, timeout: float = 10.0) -> Dict[str, Any]:
     """The next chat event of type ``kind`` (others are skipped)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -162,3 +162,36 @@ def test_client_against_echo_wsgi() -> None:
         status = proc.interrupt()
         assert status == 0, proc.output()
         assert "echo server stopped" in proc.output()
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "eventlet", "werkzeug"])
+def test_chat_slow_reader_delays_nobody(server: str) -> None:
+    """A member that stops reading does not hold up the broadcast to others.
+
+    ``slow`` reads nothing (``max_queue=1``, so its reader stops and TCP
+    buffers fill); alice sends ~6 MB that the server must push to slow too.
+    Bob must still get alice's last message (events for slow are dropped
+    instead of blocking the room).
+    """
+    port = free_port()
+    args = [str(EXAMPLES / "chat" / "run.py"), "--server", server, "--port", str(port)]
+    with serving(args, port):
+        url = f"ws://127.0.0.1:{port}/ws"
+        slow = greenws.Client.connect(url + "?name=slow", max_queue=1,
+                                      compression=False, open_timeout=10)
+        bob = greenws.Client.connect(url + "?name=bob", open_timeout=10)
+        alice = greenws.Client.connect(url + "?name=alice", open_timeout=10)
+        try:
+            while next_event(bob, "join")["name"] != "alice":
+                pass
+            for _ in range(400):
+                alice.send(os.urandom(7000).hex())  # 14 KB of text each
+            alice.send("the end")
+            deadline = time.monotonic() + 20
+            while next_event(bob, "message", deadline - time.monotonic())[
+                "text"
+            ] != "the end":
+                pass
+        finally:
+            for ws in (alice, bob, slow):
+                ws.close()

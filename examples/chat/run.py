@@ -60,10 +60,25 @@ def run_eventlet(host: str, port: int) -> None:
     import eventlet
 
     eventlet.monkey_patch()
+    import signal
+
+    import eventlet.hubs
     import eventlet.wsgi
     from app import app
 
-    eventlet.wsgi.server(eventlet.listen((host, port)), app)
+    # Python runs a signal handler in whichever green thread happens to be
+    # running: a KeyboardInterrupt raised there can kill a connection's green
+    # thread half-way, and eventlet.wsgi.server() waits for every open
+    # connection before it returns.  So Ctrl-C (or SIGTERM) runs a no-op
+    # handler, and the signal number that Python writes to a wake-up pipe
+    # wakes this green thread, which returns and ends the program.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: None)
+    eventlet.spawn(eventlet.wsgi.server, eventlet.listen((host, port)), app)
+    eventlet.hubs.trampoline(wake_r, read=True)
 
 
 def run_werkzeug(host: str, port: int) -> None:
