@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, List, Optional, Sequence, Tuple
 
+import h11
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 from wsproto.extensions import Extension
@@ -54,7 +55,8 @@ def accept_request(
             for k, v in (hint.headers if isinstance(hint, RejectConnection) else [])
         ]
         raise HandshakeError(status, f"Bad WebSocket handshake: {exc}", extra)
-    except (StopIteration, LocalProtocolError) as exc:
+    except (StopIteration, LocalProtocolError, h11.ProtocolError) as exc:
+        # h11 refuses to even build some bad requests (no Host header, ...).
         raise HandshakeError(400, f"Bad WebSocket handshake: {exc}")
     assert isinstance(request, Request)
     subprotocol = choose_subprotocol(request)

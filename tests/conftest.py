@@ -336,6 +336,7 @@ class Harness:
     def __init__(self, rt):
         self.rt = rt
         self.sockets = []
+        self.peer_sockets = []  # raw peers: closed first in cleanup
         self.connections = []
         self.tasks = []
 
@@ -383,7 +384,7 @@ class Harness:
         listener = self.listener()
         port = listener.getsockname()[1]
         sock = self.rt.connect(port)
-        self.sockets.append(sock)
+        self.peer_sockets.append(sock)
         request, _ = raw_request(port, target, extra_headers)
         sock.sendall(request)
         server = self.accept_server(listener, **server_kwargs)
@@ -405,7 +406,7 @@ class Harness:
         self.tasks.append(task)
         listener.settimeout(WAIT)
         sock, _ = listener.accept()
-        self.sockets.append(sock)
+        self.peer_sockets.append(sock)
         sock.settimeout(WAIT)
         head = read_http_head(sock)
         sock.sendall(response_101(head, extra_response_headers) + after_101)
@@ -416,6 +417,11 @@ class Harness:
         return client, peer
 
     def cleanup(self):
+        for sock in self.peer_sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
         for ws in self.connections:
             ws.close_timeout = min(ws.close_timeout, 1.0)
         for ws in self.connections:
@@ -443,7 +449,7 @@ PRESET_NAMES = ["threading", "gevent", "eventlet"]
 
 
 def pytest_configure(config):
-    config.addinivalue_line("filterwarnings", "ignore:.*Eventlet is deprecated")
+    config.addinivalue_line("filterwarnings", r"ignore:\s*Eventlet is deprecated")
 
 
 @pytest.fixture(params=PRESET_NAMES)
@@ -468,8 +474,16 @@ def harness(rt):
 
 
 @pytest.fixture
+def threading_harness():
+    """A Harness for tests that need only the THREADING preset."""
+    h = Harness(Runtime("threading"))
+    yield h
+    h.cleanup()
+
+
+@pytest.fixture
 def ws_pair(harness):
-    """Factory: ``ws_pair(server_kwargs=..., client_kwargs=...)`` -> (server, client)."""
+    """Factory: ``ws_pair(server_kwargs=, client_kwargs=)`` -> (server, client)."""
     return harness.pair
 
 

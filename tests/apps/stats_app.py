@@ -1,0 +1,71 @@
+"""echo_app (and slow_app) plus what the leak tests need.
+
+  /stats      one JSON message: this process's open fds, threads, live
+              greenlets (under gevent/eventlet), greenws reader threads and
+              registered connections, pid and RSS (the /stats connection
+              itself is included in every count)
+  /closefast  close_timeout=0.01: receive one message, then close; a peer
+              that never answers the Close is dropped after 10 ms
+Everything else goes to slow_app.app (which falls back to echo_app.app).
+"""
+
+import gc
+import json
+import os
+import sys
+import threading
+
+import slow_app
+
+import greenws
+from greenws import registry
+
+
+def _rss_kib():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def _live_greenlets():
+    if "greenlet" not in sys.modules:
+        return None
+    import greenlet
+
+    return sum(
+        1 for obj in gc.get_objects()
+        if isinstance(obj, greenlet.greenlet) and not obj.dead
+    )
+
+
+def stats(ws):
+    gc.collect()
+    ws.send(json.dumps({
+        "pid": os.getpid(),
+        "fds": len(os.listdir("/proc/self/fd")),
+        "threads": threading.active_count(),
+        "thread_names": sorted(t.name for t in threading.enumerate()),
+        "greenlets": _live_greenlets(),
+        "connections": len(registry.connections()),
+        "rss_kib": _rss_kib(),
+    }))
+
+
+def closefast(ws):
+    ws.receive(timeout=10)
+    ws.close(1000, "fast")
+
+
+_stats = greenws.WebSocketWSGI(stats)
+_closefast = greenws.WebSocketWSGI(closefast, close_timeout=0.01)
+
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    if path == "/stats":
+        return _stats(environ, start_response)
+    if path == "/closefast":
+        return _closefast(environ, start_response)
+    return slow_app.app(environ, start_response)

@@ -1,0 +1,220 @@
+"""greenws.compression: bounded permessage-deflate, negotiated with real peers."""
+
+import os
+import zlib
+
+import pytest
+from conftest import OP_BINARY, OP_TEXT, WAIT
+from websockets.sync.client import connect as ws_connect
+from websockets.sync.server import serve
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, TextMessage
+
+import greenws
+from greenws.compression import WINDOW_BITS, BoundedDeflate
+
+
+def _params(answer):
+    return {p.split("=")[0].strip(): p for p in answer.split(";")}
+
+
+def test_accept_bounds_the_server_window():
+    ext = BoundedDeflate()
+    answer = ext.accept("permessage-deflate")
+    params = _params(answer)
+    assert f"server_max_window_bits={WINDOW_BITS}" in answer
+    assert "server_no_context_takeover" in params
+    assert "client_no_context_takeover" in params
+    assert "client_max_window_bits" not in params  # not offered: cannot ask it
+
+
+def test_accept_caps_client_window_when_offered():
+    answer = BoundedDeflate().accept("permessage-deflate; client_max_window_bits")
+    assert f"client_max_window_bits={WINDOW_BITS}" in answer
+    answer = BoundedDeflate().accept("permessage-deflate; client_max_window_bits=10")
+    assert "client_max_window_bits=10" in answer
+
+
+def test_accept_honours_smaller_server_window_request():
+    answer = BoundedDeflate().accept("permessage-deflate; server_max_window_bits=10")
+    assert "server_max_window_bits=10" in answer
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate; server_max_window_bits=7",
+        "permessage-deflate; server_max_window_bits=16",
+        "permessage-deflate; server_max_window_bits=abc",
+        "permessage-deflate; server_max_window_bits=8",  # zlib cannot do 8
+    ],
+)
+def test_accept_declines_impossible_offers(offer):
+    assert not BoundedDeflate().accept(offer)
+
+
+def _pair(client_ext, server_ext):
+    """Two wsproto connections that negotiated the given extensions."""
+    offer = client_ext.offer()
+    offer_str = "permessage-deflate" + (
+        "" if offer is True else "; " + offer if isinstance(offer, str) else ""
+    )
+    answer = server_ext.accept(offer_str)
+    assert answer
+    client_ext.finalize("permessage-deflate; " + answer)
+    return (
+        Connection(ConnectionType.CLIENT, [client_ext]),
+        Connection(ConnectionType.SERVER, [server_ext]),
+    )
+
+
+def test_round_trip_between_bounded_peers():
+    client, server = _pair(BoundedDeflate(), BoundedDeflate())
+    text = "compressible " * 10000
+    blob = os.urandom(50000)
+    for sender, receiver in ((client, server), (server, client)):
+        wire = sender.send(TextMessage(data=text))
+        wire += sender.send(BytesMessage(data=blob))
+        assert len(wire) < len(text) // 10 + len(blob) + 200
+        receiver.receive_data(wire)
+        events = list(receiver.events())
+        assert "".join(e.data for e in events if isinstance(e, TextMessage)) == text
+        assert b"".join(e.data for e in events if isinstance(e, BytesMessage)) == blob
+
+
+def test_idle_connection_holds_no_zlib_state():
+    client, server = _pair(BoundedDeflate(), BoundedDeflate())
+    server.receive_data(client.send(TextMessage(data="a" * 1000)))
+    assert [e.data for e in server.events()] == ["a" * 1000]
+    client.receive_data(server.send(TextMessage(data="b" * 1000)))
+    assert [e.data for e in client.events()] == ["b" * 1000]
+    for conn in (client, server):
+        ext = conn._proto.extensions[0]
+        assert ext._compressor is None and ext._decompressor is None
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_max_size_limits_inflation(role):
+    """A compression bomb fails with 1009 without inflating it whole."""
+    limit = 10_000
+    if role == "server":
+        client, server = _pair(BoundedDeflate(), BoundedDeflate(limit))
+        sender, receiver = client, server
+    else:
+        client, server = _pair(BoundedDeflate(limit), BoundedDeflate())
+        sender, receiver = server, client
+    receiver.receive_data(sender.send(BytesMessage(data=b"\0" * 1_000_000)))
+    events = list(receiver.events())
+    assert events and getattr(events[-1], "code", None) == 1009
+
+
+# -- against real peers -------------------------------------------------------
+
+
+def test_server_negotiates_with_websockets_client(harness, rt):
+    listener = harness.listener()
+    port = listener.getsockname()[1]
+    text = "compress me please " * 5000
+
+    def peer():
+        with ws_connect(f"ws://127.0.0.1:{port}/", compression="deflate",
+                        open_timeout=WAIT) as ws:
+            ext = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+            ws.send(text)
+            echoed = ws.recv(timeout=WAIT)
+            ws.send(b"\x01" * 100000)
+            echoed_bin = ws.recv(timeout=WAIT)
+            return ext, echoed, echoed_bin
+
+    task = rt.spawn_thread(peer)
+    server = harness.accept_server(listener)
+    server.send(server.receive(timeout=WAIT))
+    server.send(server.receive(timeout=WAIT))
+    ext, echoed, echoed_bin = task.get()
+    assert ext.startswith("permessage-deflate")
+    assert echoed == text and echoed_bin == b"\x01" * 100000
+
+
+def test_server_compression_off_with_websockets_client(harness, rt):
+    listener = harness.listener()
+    port = listener.getsockname()[1]
+
+    def peer():
+        with ws_connect(f"ws://127.0.0.1:{port}/", compression="deflate",
+                        open_timeout=WAIT) as ws:
+            ws.send("hi")
+            return ws.response.headers.get("Sec-WebSocket-Extensions"), ws.recv(WAIT)
+
+    task = rt.spawn_thread(peer)
+    server = harness.accept_server(listener, compression=False)
+    server.send(server.receive(timeout=WAIT))
+    assert task.get() == (None, "hi")
+
+
+@pytest.mark.parametrize("compression", [True, False])
+def test_client_with_websockets_server(harness, rt, compression):
+    seen = {}
+
+    def handler(conn):
+        seen["extensions"] = [type(e).__name__ for e in conn.protocol.extensions]
+        for message in conn:
+            conn.send(message)
+
+    with serve(handler, "127.0.0.1", 0, compression="deflate") as wsserver:
+        port = wsserver.socket.getsockname()[1]
+        thread = rt.spawn_thread(wsserver.serve_forever)
+        client = greenws.Client.connect(
+            f"ws://127.0.0.1:{port}/", preset=rt.preset, compression=compression
+        )
+        harness.connections.append(client)
+        text = "squeeze " * 20000
+        client.send(text)
+        assert client.receive(timeout=WAIT) == text
+        client.close()
+        wsserver.shutdown()
+        thread.get()
+    assert bool(seen["extensions"]) is compression
+
+
+def test_compressed_frames_on_the_wire(harness):
+    """The server really sets RSV1 and deflates with a small window."""
+    server, peer = harness.raw_client(
+        extra_headers=[("Sec-WebSocket-Extensions",
+                        "permessage-deflate; client_max_window_bits")]
+    )
+    assert b"permessage-deflate" in peer.response_head
+    text = "zzzz" * 10000
+    server.send(text)
+    fin, rsv1, opcode, payload = peer.read_frame()
+    assert fin and rsv1 and opcode == OP_TEXT
+    assert len(payload) < len(text) // 10
+    inflated = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+    assert inflated.decode() == text
+    # and the server inflates what the client compresses
+    comp = zlib.compressobj(wbits=-WINDOW_BITS)
+    body = comp.compress(b"abc" * 1000) + comp.flush(zlib.Z_SYNC_FLUSH)
+    peer.send_frame(OP_BINARY, body[:-4], rsv1=True)
+    assert server.receive(timeout=WAIT) == b"abc" * 1000
+
+
+def test_no_compression_without_offer(harness):
+    server, peer = harness.raw_client()
+    assert b"sec-websocket-extensions" not in peer.response_head.lower()
+    server.send("zzzz" * 1000)
+    _, rsv1, _, payload = peer.read_frame()
+    assert not rsv1 and payload == b"zzzz" * 1000
+
+
+def test_compression_false_ignores_offer(harness):
+    server, peer = harness.raw_client(
+        extra_headers=[("Sec-WebSocket-Extensions", "permessage-deflate")],
+        compression=False,
+    )
+    assert b"sec-websocket-extensions" not in peer.response_head.lower()
+
+
+def test_client_offers_compression_unless_disabled(harness):
+    client, peer = harness.raw_server()
+    assert b"permessage-deflate" in peer.request_head.lower()
+    client2, peer2 = harness.raw_server(compression=False)
+    assert b"permessage-deflate" not in peer2.request_head.lower()

@@ -1,0 +1,161 @@
+"""greenws.protocol: the sans-I/O frame layer, fed bytes by hand."""
+
+import os
+import struct
+
+import pytest
+from conftest import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, frame
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+
+from greenws.protocol import CLOSE, FAIL, MESSAGE, PING, PONG, Protocol
+
+
+def server_protocol(max_message_size=None):
+    return Protocol(Connection(ConnectionType.SERVER), max_message_size)
+
+
+def client_protocol(max_message_size=None):
+    return Protocol(Connection(ConnectionType.CLIENT), max_message_size)
+
+
+def masked(opcode, payload=b"", fin=True):
+    return frame(opcode, payload, mask=True, fin=fin)
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_messages_from_a_wsproto_peer(side):
+    if side == "server":
+        ours, peer = server_protocol(), Connection(ConnectionType.CLIENT)
+    else:
+        ours, peer = client_protocol(), Connection(ConnectionType.SERVER)
+    data = peer.send(TextMessage(data="h\u00e9llo")) + peer.send(
+        BytesMessage(data=b"\x00\x01")
+    )
+    data += peer.send(BytesMessage(data=os.urandom(70000)))
+    actions = ours.receive_data(data)
+    assert [kind for kind, _ in actions] == [MESSAGE] * 3
+    assert actions[0][1] == "h\u00e9llo" and actions[1][1] == b"\x00\x01"
+    assert isinstance(actions[2][1], bytes) and len(actions[2][1]) == 70000
+
+
+def test_byte_by_byte_feeding():
+    proto = server_protocol()
+    payload = os.urandom(300)
+    data = masked(OP_BINARY, payload) + masked(OP_TEXT, "t\u20ac")
+    actions = []
+    for i in range(len(data)):
+        actions += proto.receive_data(data[i:i + 1])
+    assert actions == [(MESSAGE, payload), (MESSAGE, "t\u20ac")]
+
+
+def test_fragments_reassembled_with_control_frames_between():
+    proto = server_protocol()
+    data = (
+        masked(OP_TEXT, "ab", fin=False)
+        + masked(OP_PING, b"p1")
+        + masked(OP_CONT, "cd", fin=False)
+        + masked(OP_CONT, "\u20ac")
+    )
+    assert proto.receive_data(data) == [(PING, b"p1"), (MESSAGE, "abcd\u20ac")]
+    binary = masked(OP_BINARY, b"12", fin=False) + masked(OP_CONT, b"34")
+    assert proto.receive_data(binary) == [(MESSAGE, b"1234")]
+
+
+def test_ping_pong_close_actions():
+    proto = server_protocol()
+    assert proto.receive_data(masked(OP_PING, b"abc")) == [(PING, b"abc")]
+    assert proto.receive_data(masked(OP_PONG, b"xyz")) == [(PONG, b"xyz")]
+    close = masked(OP_CLOSE, struct.pack("!H", 4000) + b"bye")
+    assert proto.receive_data(close + masked(OP_TEXT, "ignored")) == [
+        (CLOSE, (4000, "bye"))
+    ]
+    assert proto.state is ConnectionState.REMOTE_CLOSING
+    # nothing more is reported after the Close
+    assert proto.receive_data(masked(OP_TEXT, "late")) == []
+
+
+def test_max_message_size_single_frame():
+    proto = server_protocol(max_message_size=10)
+    assert proto.receive_data(masked(OP_BINARY, b"x" * 10)) == [(MESSAGE, b"x" * 10)]
+    actions = proto.receive_data(masked(OP_BINARY, b"x" * 11))
+    assert actions[-1][0] == FAIL and actions[-1][1][0] == 1009
+    assert proto.receive_data(masked(OP_BINARY, b"x")) == []
+
+
+def test_max_message_size_checked_before_the_message_ends():
+    proto = server_protocol(max_message_size=100)
+    assert proto.receive_data(masked(OP_TEXT, "a" * 60, fin=False)) == []
+    actions = proto.receive_data(masked(OP_CONT, "a" * 60, fin=False))
+    assert actions and actions[-1][0] == FAIL and actions[-1][1][0] == 1009
+
+
+def test_max_message_size_checked_while_a_frame_arrives():
+    proto = server_protocol(max_message_size=1000)
+    big = masked(OP_BINARY, os.urandom(1_000_000))
+    # only the first 64 KiB of a 1 MB frame has arrived
+    actions = proto.receive_data(big[: 64 * 1024])
+    assert actions and actions[-1][0] == FAIL and actions[-1][1][0] == 1009
+
+
+def test_bad_utf8_fails_1007():
+    proto = server_protocol()
+    actions = proto.receive_data(masked(OP_TEXT, b"\xff\xfe"))
+    assert actions == [(FAIL, (1007, actions[0][1][1]))]
+
+
+def test_bad_utf8_split_across_fragments_fails_1007():
+    proto = server_protocol()
+    euro = "\u20ac".encode()
+    good = proto.receive_data(
+        masked(OP_TEXT, euro[:1], fin=False) + masked(OP_CONT, euro[1:])
+    )
+    assert good == [(MESSAGE, "\u20ac")]
+    actions = proto.receive_data(
+        masked(OP_TEXT, euro[:1], fin=False) + masked(OP_CONT, b"AB")
+    )
+    assert actions[-1][0] == FAIL and actions[-1][1][0] == 1007
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        frame(OP_TEXT, "unmasked from a client", mask=False),
+        masked(OP_CONT, "continuation of nothing"),
+        masked(3, b"reserved opcode"),
+        masked(OP_PING, b"p" * 126),  # control frame too long
+        masked(OP_PING, b"p", fin=False),  # fragmented control frame
+        frame(OP_TEXT, b"rsv1 without extension", mask=True, rsv1=True),
+    ],
+    ids=["unmasked", "orphan-cont", "reserved-op", "long-ping", "frag-ping", "rsv1"],
+)
+def test_protocol_errors_fail_1002(data):
+    proto = server_protocol()
+    actions = proto.receive_data(data)
+    assert actions and actions[-1][0] == FAIL and actions[-1][1][0] == 1002
+
+
+def test_masked_frame_to_client_fails():
+    proto = client_protocol()
+    actions = proto.receive_data(frame(OP_TEXT, "masked", mask=True))
+    assert actions and actions[-1][0] == FAIL and actions[-1][1][0] == 1002
+
+
+def test_send_produces_frames_the_peer_understands():
+    proto = client_protocol()
+    peer = Connection(ConnectionType.SERVER)
+    data = proto.send(TextMessage(data="hi")) + proto.send(Ping(payload=b"p"))
+    peer.receive_data(data)
+    events = list(peer.events())
+    assert isinstance(events[0], TextMessage) and events[0].data == "hi"
+    assert isinstance(events[1], Ping) and events[1].payload == b"p"
+    proto.send(CloseConnection(code=1000))
+    assert proto.state is ConnectionState.LOCAL_CLOSING
+
+
+def test_bytes_buffered_in_wsproto_at_start_are_reported():
+    # wsproto keeps bytes that followed the 101 response in its frame buffer
+    # (Connection(trailing_data=...)); greenws starts by feeding b"".
+    conn = Connection(ConnectionType.CLIENT, trailing_data=frame(OP_TEXT, "early"))
+    proto = Protocol(conn)
+    assert proto.receive_data(b"") == [(MESSAGE, "early")]
