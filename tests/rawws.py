@@ -10,8 +10,13 @@ import time
 from typing import Optional, Tuple
 
 
-def handshake_request(path: str = "/echo", host: str = "127.0.0.1", extra: str = "",
-                      key: Optional[str] = None, version: str = "13") -> bytes:
+def handshake_request(
+    path: str = "/echo",
+    host: str = "127.0.0.1",
+    extra: str = "",
+    key: Optional[str] = None,
+    version: str = "13",
+) -> bytes:
     key = key or base64.b64encode(os.urandom(16)).decode()
     return (
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
@@ -20,8 +25,9 @@ def handshake_request(path: str = "/echo", host: str = "127.0.0.1", extra: str =
     ).encode()
 
 
-def frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = True,
-          rsv: int = 0) -> bytes:
+def frame(
+    opcode: int, payload: bytes, fin: bool = True, mask: bool = True, rsv: int = 0
+) -> bytes:
     """Encode one frame (masked, as a client must)."""
     head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
     n = len(payload)
@@ -46,8 +52,14 @@ def close_frame(code: int = 1000, reason: str = "") -> bytes:
 class RawClient:
     """Connects, upgrades, then reads frames with bounded waits."""
 
-    def __init__(self, port: int, path: str = "/echo", trailing: bytes = b"",
-                 extra: str = "", timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        path: str = "/echo",
+        trailing: bytes = b"",
+        extra: str = "",
+        timeout: float = 10.0,
+    ) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.sendall(handshake_request(path, extra=extra) + trailing)
         self.buffer = b""
@@ -89,8 +101,8 @@ class RawClient:
             raise AssertionError("server sent a masked frame")
         if not self._need(pos + n):
             return None
-        payload = self.buffer[pos:pos + n]
-        self.buffer = self.buffer[pos + n:]
+        payload = self.buffer[pos : pos + n]
+        self.buffer = self.buffer[pos + n :]
         return b0 & 0x0F, bool(b0 & 0x80), payload
 
     def read_until_eof(self, timeout: float = 10.0) -> bytes:

@@ -83,8 +83,11 @@ class HostedServer:
         full_env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONUNBUFFERED="1")
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            self.command(), cwd=str(APPS), env=full_env,
-            stdout=self._log, stderr=subprocess.STDOUT,
+            self.command(),
+            cwd=str(APPS),
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_for_port(self.port, self.proc)
@@ -95,10 +98,22 @@ class HostedServer:
     def command(self) -> List[str]:
         if self.kind.startswith("gunicorn-"):
             worker = self.kind.split("-", 1)[1]
-            cmd = [str(BIN / "gunicorn"), "-k", worker, "-w", "1",
-                   "-b", f"127.0.0.1:{self.port}", "--timeout", "120",
-                   "--graceful-timeout", "2", "--log-level", "debug",
-                   *gunicorn_options()]
+            cmd = [
+                str(BIN / "gunicorn"),
+                "-k",
+                worker,
+                "-w",
+                "1",
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "--timeout",
+                "120",
+                "--graceful-timeout",
+                "2",
+                "--log-level",
+                "debug",
+                *gunicorn_options(),
+            ]
             if worker == "gthread":
                 cmd += ["--threads", "8"]
             return cmd + self.options + ["echo_app:app"]

@@ -6,11 +6,11 @@ import signal
 import time
 
 import pytest
+from servers import HostedServer
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import greenws
-from servers import HostedServer
 
 HOOK = ["-c", "python:greenws.gunicorn"]
 
@@ -24,7 +24,9 @@ def expect_going_away(ws, timeout=15.0):
 
 @pytest.mark.parametrize("worker", ["gevent", "gthread"])
 def test_sigterm_closes_websockets_with_1001(worker):
-    server = HostedServer(f"gunicorn-{worker}", options=HOOK + ["--graceful-timeout", "20"])
+    server = HostedServer(
+        f"gunicorn-{worker}", options=HOOK + ["--graceful-timeout", "20"]
+    )
     try:
         with connect(server.url + "/echo") as a, connect(server.url + "/echo") as b:
             a.send("x")
@@ -45,7 +47,8 @@ def test_sigterm_closes_websockets_with_1001(worker):
 
 def test_max_requests_recycling_closes_with_1001():
     server = HostedServer(
-        "gunicorn-gevent", options=HOOK + ["--max-requests", "2", "--graceful-timeout", "20"]
+        "gunicorn-gevent",
+        options=HOOK + ["--max-requests", "2", "--graceful-timeout", "20"],
     )
     try:
         with connect(server.url + "/echo") as first:

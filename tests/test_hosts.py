@@ -13,15 +13,16 @@ import re
 import socket
 
 import pytest
+from rawws import RawClient, close_frame, frame, handshake_request
+from servers import KINDS, HostedServer, gunicorn_has_worker
 from websockets.sync.client import connect as ws_connect
 
 import greenws
-from rawws import RawClient, close_frame, frame, handshake_request
-from servers import KINDS, HostedServer, gunicorn_has_worker
 
 # Lines a hosting server must never print while serving WebSockets.
 _BAD_LOG = re.compile(
-    r"Traceback|Error handling request|Internal Server Error|\" 500 |appears to be blocked"
+    r"Traceback|Error handling request|Internal Server Error|\" 500 "
+    r"|appears to be blocked"
 )
 
 
@@ -33,7 +34,10 @@ def server(request):
     env = {}
     if kind == "gevent":
         # gevent's monitor thread reports any greenlet that blocks the hub.
-        env = {"GEVENT_MONITOR_THREAD_ENABLE": "true", "GEVENT_MAX_BLOCKING_TIME": "1.5"}
+        env = {
+            "GEVENT_MONITOR_THREAD_ENABLE": "true",
+            "GEVENT_MAX_BLOCKING_TIME": "1.5",
+        }
     hosted = HostedServer(kind, env)
     yield hosted
     output = hosted.stop()
@@ -91,7 +95,12 @@ def test_greenws_client_echo(server, compression):
         server.url + "/echo", subprotocols="chat", compression=compression
     ) as ws:
         assert ws.subprotocol == "chat"
-        for payload in ("hello", b"\x00\xff" * 10, os.urandom(1 << 20), "z" * (16 << 20)):
+        for payload in (
+            "hello",
+            b"\x00\xff" * 10,
+            os.urandom(1 << 20),
+            "z" * (16 << 20),
+        ):
             ws.send(payload)
             assert ws.receive(timeout=30) == payload
         assert ws.ping(timeout=10) > 0
@@ -174,7 +183,9 @@ def test_bad_handshake_gets_http_error(server, request_bytes, status):
 
 def test_origin_allow_list(server):
     with pytest.raises(greenws.ConnectionError) as refused:
-        greenws.Client.connect(server.url + "/origin", headers={"Origin": "http://evil"})
+        greenws.Client.connect(
+            server.url + "/origin", headers={"Origin": "http://evil"}
+        )
     assert refused.value.status_code == 403
     with greenws.Client.connect(
         server.url + "/origin", headers=[("Origin", "http://good.example")]

@@ -23,13 +23,17 @@ def echo(ws):
     path = ws.environ.get("PATH_INFO", "")
     query = parse_qs(ws.environ.get("QUERY_STRING", ""))
     if path == "/info":
-        ws.send(json.dumps({
-            "mode": ws.mode,
-            "preset": ws.preset.name,
-            "subprotocol": ws.subprotocol,
-            "target": ws.request.target,
-            "pid": os.getpid(),
-        }))
+        ws.send(
+            json.dumps(
+                {
+                    "mode": ws.mode,
+                    "preset": ws.preset.name,
+                    "subprotocol": ws.subprotocol,
+                    "target": ws.request.target,
+                    "pid": os.getpid(),
+                }
+            )
+        )
     elif path == "/lastclose":
         ws.send(json.dumps(LAST_CLOSE))
     elif path == "/close":
@@ -45,8 +49,9 @@ def echo(ws):
 
 def fallback(environ, start_response):
     body = b"hello"
-    start_response("200 OK", [("Content-Type", "text/plain"),
-                              ("Content-Length", str(len(body)))])
+    start_response(
+        "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 
