@@ -123,6 +123,9 @@ def test_chat(server: str) -> None:
         assert refused.value.code == 426
 
         alice = greenws.Client.connect(f"ws://{base}/ws?name=alice", open_timeout=10)
+        # Alice's own join means her handler is in the room and will see bob's.
+        while next_event(alice, "join")["name"] != "alice":
+            pass
         bob = greenws.Client.connect(f"ws://{base}/ws?name=bob", open_timeout=10)
         try:
             # Once alice sees bob join, bob is in the room.
@@ -180,6 +183,8 @@ def test_chat_slow_reader_delays_nobody(server: str) -> None:
         slow = greenws.Client.connect(url + "?name=slow", max_queue=1,
                                       compression=False, open_timeout=10)
         bob = greenws.Client.connect(url + "?name=bob", open_timeout=10)
+        while next_event(bob, "join")["name"] != "bob":
+            pass
         alice = greenws.Client.connect(url + "?name=alice", open_timeout=10)
         try:
             while next_event(bob, "join")["name"] != "alice":

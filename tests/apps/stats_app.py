@@ -4,8 +4,8 @@
               greenlets (under gevent/eventlet), greenws reader threads and
               registered connections, pid and RSS (the /stats connection
               itself is included in every count)
-  /closefast  close_timeout=0.01: receive one message, then close; a peer
-              that never answers the Close is dropped after 10 ms
+  /closefast  close_timeout=0.002: receive one message, then close; a peer
+              that never answers the Close is dropped after 2 ms
 Everything else goes to slow_app.app (which falls back to echo_app.app).
 """
 
@@ -59,7 +59,7 @@ def closefast(ws):
 
 
 _stats = greenws.WebSocketWSGI(stats)
-_closefast = greenws.WebSocketWSGI(closefast, close_timeout=0.01)
+_closefast = greenws.WebSocketWSGI(closefast, close_timeout=0.002)
 
 
 def app(environ, start_response):
