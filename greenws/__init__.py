@@ -18,7 +18,8 @@ from .client import Client
 from .connection import Base
 from .errors import ConnectionClosed, ConnectionError, GreenWSError, HandshakeError
 from .server import Server
-from .wsgi import WebSocketWSGI
+from .registry import close_all
+from .wsgi import WebSocketWSGI, end_response
 
 __version__ = "0.1.0"
 
@@ -31,5 +32,7 @@ __all__ = [
     "HandshakeError",
     "Server",
     "WebSocketWSGI",
+    "close_all",
+    "end_response",
     "presets",
 ]

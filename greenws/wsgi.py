@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
 
 from .errors import ConnectionClosed, HandshakeError
 
-__all__ = ["find_socket", "WebSocketWSGI", "SUPPORTED_SERVERS"]
+__all__ = ["find_socket", "end_response", "WebSocketWSGI", "SUPPORTED_SERVERS"]
 
 SUPPORTED_SERVERS = (
     "werkzeug, gunicorn (sync, gthread, gevent, eventlet workers), "
