@@ -17,8 +17,8 @@ from . import presets
 from .client import Client
 from .connection import Base
 from .errors import ConnectionClosed, ConnectionError, GreenWSError, HandshakeError
-from .server import Server
 from .registry import close_all
+from .server import Server
 from .wsgi import WebSocketWSGI, end_response
 
 __version__ = "0.1.0"

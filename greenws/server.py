@@ -74,7 +74,8 @@ class Server(Base):
             subprotocols = [subprotocols]
         self.subprotocols: List[str] = list(subprotocols or [])
         self.origins = list(origins) if origins is not None else None
-        self._check_request(environ)
+        self._check_upgrade(environ)
+        self.check_request(environ)
         host = find_socket(environ)
         self.mode = host.mode
         self._configure(
@@ -107,7 +108,7 @@ class Server(Base):
         sock.sendall(response)
         self._start(sock, Protocol(conn, max_message_size), False, host.pending)
 
-    def _check_request(self, environ: Dict[str, Any]) -> None:
+    def _check_upgrade(self, environ: Dict[str, Any]) -> None:
         if environ.get("REQUEST_METHOD", "GET") != "GET":
             raise HandshakeError(
                 405, "WebSocket handshakes use GET", [("Allow", "GET")]
@@ -118,6 +119,16 @@ class Server(Base):
                 "This resource only accepts WebSocket connections",
                 [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
             )
+
+    def check_request(self, environ: Dict[str, Any]) -> None:
+        """Refuse the handshake by raising :class:`HandshakeError`.
+
+        Runs before anything is written to the socket.  The default enforces
+        ``origins`` (403 for any other ``Origin``, the defence against
+        cross-site WebSocket hijacking).  Override it for authentication and
+        the like, e.g. ``raise HandshakeError(401, "login required")``; the
+        status, reason text and headers you give are what the client gets.
+        """
         if self.origins is not None:
             origin = environ.get("HTTP_ORIGIN")
             if origin not in self.origins:

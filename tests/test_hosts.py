@@ -194,6 +194,23 @@ def test_origin_allow_list(server):
         assert ws.receive(timeout=10) == "ok"
 
 
+def test_check_request_hook_refuses_with_any_status(server):
+    with pytest.raises(greenws.ConnectionError) as refused:
+        greenws.Client.connect(server.url + "/auth?token=wrong")
+    assert refused.value.status_code == 401
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(handshake_request("/auth"))
+        answer = b""
+        # Some servers keep the connection alive: read to the end of the body.
+        while not answer.endswith(b"login required\n") and (chunk := s.recv(4096)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert b"WWW-Authenticate: Token" in answer and answer.endswith(b"login required\n")
+    with greenws.Client.connect(server.url + "/auth?token=secret") as ws:
+        ws.send("in")
+        assert ws.receive(timeout=10) == "in"
+
+
 def test_server_accept_used_directly(server):
     with greenws.Client.connect(server.url + "/accept") as ws:
         ws.send(b"direct")

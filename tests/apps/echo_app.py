@@ -7,6 +7,7 @@ WebSocket routes (path of the URL):
   /lastclose     send the close code/reason the previous connection ended with
   /origin        only accepts Origin: http://good.example (else 403)
   /accept        a plain WSGI app calling greenws.Server.accept() itself
+  /auth?token=T  refuses with 401 unless T is "secret" (a check_request hook)
 Plain HTTP requests get "hello" from the fallback app.
 """
 
@@ -64,7 +65,18 @@ def accept_directly(environ, start_response):
     with ws:
         for message in ws:
             ws.send(message)
-    return greenws.wsgi.end_response(ws.mode, start_response)
+    return greenws.end_response(ws.mode, start_response)
+
+
+class TokenServer(greenws.Server):
+    """Refuses the handshake with 401 unless the query carries the token."""
+
+    def check_request(self, environ):
+        super().check_request(environ)
+        if parse_qs(environ.get("QUERY_STRING", "")).get("token") != ["secret"]:
+            raise greenws.HandshakeError(
+                401, "login required", [("WWW-Authenticate", "Token")]
+            )
 
 
 _OPTIONS = {"subprotocols": ["chat", "superchat"], "max_message_size": 64 << 20}
@@ -73,11 +85,15 @@ _origin = greenws.WebSocketWSGI(
     echo, fallback=fallback, origins=["http://good.example"], **_OPTIONS
 )
 
+_auth = greenws.WebSocketWSGI(echo, server_class=TokenServer, **_OPTIONS)
+
 
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "")
     if path == "/origin":
         return _origin(environ, start_response)
+    if path == "/auth":
+        return _auth(environ, start_response)
     if path == "/accept":
         return accept_directly(environ, start_response)
     return _echo(environ, start_response)

@@ -10,6 +10,7 @@ and read back with the ``/state?id=NAME`` route (one JSON message).
   /sender     sends 64 KiB messages in a loop; STATE counts completed sends
   /wait       blocks in receive() until the connection ends (close_timeout=1)
   /keepalive  the same with ping_interval=0.3
+  /keepalive1 the same with ping_interval=1
   /kill       closes the /wait connection of the same id with 4000 from this
               (other) thread or greenlet
   /closeall   greenws.registry.close_all(): every connection, this one too
@@ -131,6 +132,7 @@ _ROUTES = {
     "/sender": greenws.WebSocketWSGI(sender, max_queue=4, max_message_size=MIB),
     "/wait": greenws.WebSocketWSGI(wait, close_timeout=1),
     "/keepalive": greenws.WebSocketWSGI(wait, close_timeout=1, ping_interval=0.3),
+    "/keepalive1": greenws.WebSocketWSGI(wait, close_timeout=1, ping_interval=1),
     "/kill": greenws.WebSocketWSGI(kill),
     "/closeall": greenws.WebSocketWSGI(closeall),
     "/state": greenws.WebSocketWSGI(state),
