@@ -173,9 +173,7 @@ class Base:
         queue = self._queue
         deadline = None
         while not queue:
-            if self._done or (self._closing and not self.connected):
-                if queue:
-                    break
+            if self._closing:
                 raise ConnectionClosed(self.close_reason, self.close_message)
             if timeout is not None:
                 if deadline is None:
@@ -186,12 +184,13 @@ class Base:
             else:
                 remaining = None
             self._message_event.clear()
-            if queue or self._done:
+            # Re-check after clear(): the reader may have just set it.
+            if queue or self._closing:
                 continue
             self._message_event.wait(remaining)
         message = queue.popleft()
-        if self.max_queue is not None and len(queue) < self.max_queue:
-            self._space_event.set()
+        if not self._space_event.is_set() and len(queue) < (self.max_queue or 0):
+            self._space_event.set()  # wake the paused reader
         return message
 
     def ping(self, data: bytes = b"", timeout: Optional[float] = None) -> float:
