@@ -47,9 +47,10 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=None,
                    help="repetitions of single-connection workloads (default 5)")
     p.add_argument("--many-reps", type=int, default=None,
-                   help="repetitions of many-connections workloads (default 3)")
+                   help="repetitions of many-connections workloads (default 3, "
+                        "2 for N >= 5000 to keep the full run short)")
     p.add_argument("--seconds", type=float, default=None,
-                   help="duration of one single-connection repetition (default 1.5)")
+                   help="duration of one single-connection repetition (default 1.0)")
     p.add_argument("--results", default=None,
                    help=f"write the Markdown report here (default {RESULTS_MD} "
                         "for a full run, none with --quick or --only)")
@@ -58,8 +59,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     args.n_list = [int(x) for x in (args.n or ("100" if quick else "1000,10000"))
                    .split(",") if x.strip()]
     args.reps = args.reps or (2 if quick else 5)
+    args.many_reps_given = args.many_reps is not None
     args.many_reps = args.many_reps or (1 if quick else 3)
-    args.seconds = args.seconds or (0.3 if quick else 1.5)
+    args.seconds = args.seconds or (0.3 if quick else 1.0)
     if args.results is None and not quick and not args.only:
         args.results = RESULTS_MD
     return args
@@ -143,7 +145,10 @@ class Suite:
                 if not header:
                     print("\n== servers, many idle connections ==", flush=True)
                     header = True
-                for rep in range(self.args.many_reps):
+                reps = self.args.many_reps
+                if n >= 5000 and not self.args.many_reps_given:
+                    reps = min(reps, 2)
+                for rep in range(reps):
                     for spec in specs:
                         self._many_one(workload, spec, n, deflate, rep)
 
@@ -201,7 +206,7 @@ class Suite:
             return
         fn = (workloads.client_round_trips if kind == "client-rt"
               else workloads.client_throughput)
-        lib = name if name == "greenws.Client" else name
+        lib = name  # a client is its own library
         try:
             value = fn(name, server.port, self.args.seconds)
         except Exception as exc:  # noqa: BLE001

@@ -85,7 +85,7 @@ class Many:
                     f"handshakes timed out: {done} of {self.n} done, "
                     f"{len(pending)} pending"
                 )
-            for fd, mask in ep.poll(min(left, 1.0)):
+            for fd, _mask in ep.poll(min(left, 1.0)):
                 conn = pending[fd]
                 if conn.state == "connecting":
                     err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)

@@ -47,7 +47,9 @@ SERVERS: List[ServerSpec] = [
     ),
     ServerSpec("greenws-eventlet", "greenws", "eventlet", "eventlet.wsgi"),
     ServerSpec("simple-eventlet", "simple-websocket", "eventlet", "eventlet.wsgi"),
-    ServerSpec("eventletws-eventlet", "eventlet.websocket", "eventlet", "eventlet.wsgi"),
+    ServerSpec(
+        "eventletws-eventlet", "eventlet.websocket", "eventlet", "eventlet.wsgi"
+    ),
 ]
 
 BY_NAME = {s.name: s for s in SERVERS}
@@ -105,7 +107,7 @@ class Running:
         )
         self.pid = self.proc.pid
 
-    def __enter__(self) -> "Running":
+    def __enter__(self) -> Running:
         try:
             self.wait_ready()
         except BaseException:

@@ -423,7 +423,13 @@ class Base:
                     self._queue.append(value)
                     self._message_event.set()
             elif kind == PING:
-                self._write(Pong(payload=value))
+                # With keepalive on, a peer that stops reading while it makes
+                # us answer pings is as dead as one that stops answering: the
+                # pong gets ping_timeout to go out.
+                timeout = self.ping_timeout if self.ping_interval else None
+                if not self._write(Pong(payload=value), timeout=timeout) and timeout:
+                    self._fail(INTERNAL_ERROR, "keepalive ping timeout", send=False)
+                    return False
             elif kind == PONG:
                 self._pong(value)
             elif kind == CLOSE:

@@ -334,8 +334,21 @@ def detect(sock: Any = None) -> Preset:
 
 
 def _matching(classes: Mapping[str, Any]) -> Optional[Preset]:
-    """The preset (already built) one of whose classes was passed, if any."""
-    for preset in (THREADING, *_lazy.values()):
+    """The preset one of the passed classes belongs to, if any.
+
+    A class from gevent or eventlet picks that library's preset (built now if
+    need be), so that passing ``event_class=gevent.event.Event`` alone also
+    brings gevent's lock and sockets.  Otherwise a class that *is* one of an
+    already built preset's picks that preset.
+    """
+    given = [value for value in classes.values() if value is not None]
+    for value in given:
+        module = str(getattr(value, "__module__", ""))
+        if module.startswith("gevent"):
+            return _preset("GEVENT")
+        if module.startswith("eventlet"):
+            return _preset("EVENTLET")
+    for preset in (*_lazy.values(), THREADING):
         for key, value in classes.items():
             if value is not None and preset[key] is value:
                 return preset

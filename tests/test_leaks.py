@@ -110,7 +110,10 @@ def settle(port, base=None, timeout=5.0):
     while True:
         time.sleep(0.05)  # polling another process: nothing to wait on
         now = stats(port)
-        done = at_baseline(now, base) if base else now == previous
+        if base:
+            done = at_baseline(now, base)
+        else:
+            done = all(now[k] == previous[k] for k in COUNTED)
         if done or time.monotonic() >= deadline:
             return now
         previous = now
@@ -127,24 +130,19 @@ def hosted():
     """Every hosting server, started side by side (startup is the slow part)."""
     with ThreadPoolExecutor(len(KINDS)) as pool:
         futures = {kind: pool.submit(start, kind) for kind in KINDS}
-    started = {}
     try:
-        for kind, future in futures.items():
-            started[kind] = future.result()
-        yield started
+        yield {kind: future.result() for kind, future in futures.items()}
     finally:
         with ThreadPoolExecutor(len(KINDS)) as pool:
-            for server in list(started.values()):
-                if server is not None:
-                    pool.submit(server.stop)
-        for future in futures.values():  # a server that failed to start
-            if future.exception() is None and future.result() not in started.values():
-                future.result().stop()
+            for future in futures.values():
+                if future.exception() is None and future.result() is not None:
+                    pool.submit(future.result().stop)
 
 
 def pool_threads(snapshot):
     """gthread's ThreadPoolExecutor grows to --threads on demand: not a leak."""
-    return sum(name.startswith("ThreadPoolExecutor") for name in snapshot["thread_names"])
+    names = snapshot["thread_names"]
+    return sum(name.startswith("ThreadPoolExecutor") for name in names)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -193,3 +193,31 @@ def test_gevent_pair_does_not_block_the_hub():
 
 def test_greenws_exports_presets():
     assert greenws.presets is presets
+
+
+_INJECTED_GEVENT_CLASSES = """
+import gevent, gevent.event, gevent.selectors
+from greenws import presets
+# What simple-websocket users (and engineio's gevent driver) pass, here from
+# the main greenlet of a program that did not monkey-patch.
+preset = presets.resolve(
+    thread_class=gevent.Greenlet,
+    event_class=gevent.event.Event,
+    selector_class=gevent.selectors.DefaultSelector,
+)
+print(preset.name, preset.lock_class.__module__, preset.create_connection.__module__)
+"""
+
+
+def test_injected_gevent_classes_get_the_rest_of_the_gevent_preset():
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", _INJECTED_GEVENT_CLASSES],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    name, lock_module, connect_module = result.stdout.split()
+    assert lock_module.startswith("gevent"), result.stdout
+    assert connect_module.startswith("gevent"), result.stdout
+    assert name == "gevent"
