@@ -20,7 +20,7 @@ if NAME.endswith("-eventlet"):
     import eventlet
 
     eventlet.monkey_patch()
-elif NAME == "geventws-pywsgi":
+elif NAME in ("geventws-pywsgi", "greenws-pywsgi"):
     from gevent import monkey
 
     monkey.patch_all()
@@ -50,6 +50,12 @@ def _eventlet(app, port):
     eventlet.wsgi.server(
         listener, app, max_size=MAX_CONNECTIONS, log_output=False, debug=False
     )
+
+
+def _pywsgi(app, port):
+    from gevent.pywsgi import WSGIServer
+
+    WSGIServer(("127.0.0.1", port), app, log=None, backlog=BACKLOG).serve_forever()
 
 
 def _geventws(port):
@@ -112,6 +118,8 @@ def run(name: str, port: int) -> None:
         _eventlet(apps.make_eventletws_app(), port)
     elif name == "geventws-pywsgi":
         _geventws(port)
+    elif name == "greenws-pywsgi":
+        _pywsgi(apps.greenws_app, port)
     elif name == "websockets-sync":
         _websockets(port)
     elif name == "raw-tcp":

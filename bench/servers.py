@@ -42,6 +42,7 @@ SERVERS: List[ServerSpec] = [
     ),
     ServerSpec("greenws-gevent", "greenws", "gevent", "gunicorn -k gevent"),
     ServerSpec("simple-gevent", "simple-websocket", "gevent", "gunicorn -k gevent"),
+    ServerSpec("greenws-pywsgi", "greenws", "gevent", "gevent.pywsgi"),
     ServerSpec(
         "geventws-pywsgi", "gevent-websocket", "gevent", "gevent.pywsgi", deflate=False
     ),

@@ -45,6 +45,13 @@ class BoundedDeflate(PerMessageDeflate):
         #: limit is crossed, so a compression bomb never inflates in memory.
         self.max_size = max_size
         self._inflated = 0
+        # True while a control frame is being received: wsproto runs the
+        # extension hooks for control frames too, and they must not touch
+        # the state of a compressed message those frames interrupt.
+        self._in_control = False
+        # wsproto calls frame_inbound_header again for the same frame when
+        # the masking key has not fully arrived; True until its payload starts.
+        self._header_pending = False
         super().__init__(
             client_no_context_takeover=True,
             client_max_window_bits=WINDOW_BITS,
@@ -127,9 +134,36 @@ class BoundedDeflate(PerMessageDeflate):
             )
         return super().frame_outbound(proto, opcode, rsv, data, fin)
 
+    def frame_inbound_header(
+        self,
+        proto: Union[FrameDecoder, FrameProtocol],
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> Union[CloseReason, RsvBits]:
+        retry = self._header_pending
+        self._header_pending = True
+        self._in_control = opcode.iscontrol()
+        if self._in_control:
+            return (
+                CloseReason.PROTOCOL_ERROR if rsv.rsv1 else RsvBits(True, False, False)
+            )
+        if (
+            not retry
+            and opcode is not Opcode.CONTINUATION
+            and self._inbound_compressed is not None
+        ):
+            # A new message before the compressed one ended: a protocol
+            # error (1002), to be reported before trying to inflate anything.
+            return CloseReason.PROTOCOL_ERROR
+        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+
     def frame_inbound_payload_data(
         self, proto: Union[FrameDecoder, FrameProtocol], data: bytes
     ) -> Union[bytes, CloseReason]:
+        self._header_pending = False
+        if self._in_control:
+            return data
         if self.max_size is None or not (
             self._inbound_compressed and self._inbound_is_compressible
         ):
@@ -146,6 +180,9 @@ class BoundedDeflate(PerMessageDeflate):
     def frame_inbound_complete(
         self, proto: Union[FrameDecoder, FrameProtocol], fin: bool
     ) -> Union[bytes, CloseReason, None]:
+        if self._in_control:
+            self._in_control = False
+            return None
         result = super().frame_inbound_complete(proto, fin)
         if isinstance(result, bytes) and self.max_size is not None:
             result = self._count(result)

@@ -63,6 +63,9 @@ CLOSE = 3  #: value: (code, reason) of the peer's Close frame
 FAIL = 4  #: value: (code, reason): we must fail the connection with this Close
 
 Action = Tuple[int, object]
+
+# Incomplete fast-path text frames up to this size are held until whole.
+_HOLD_TEXT = 16 * 1024
 Message = Union[str, bytes]
 
 
@@ -185,6 +188,10 @@ class Protocol:
                 start += 4
             stop = start + length
             if stop > end:
+                if first == 0x81 and length > _HOLD_TEXT:
+                    # A long text frame goes to wsproto, which validates UTF-8
+                    # as it arrives and fails fast on the first bad byte.
+                    break
                 self._keep(view, pos, stop - pos)
                 return actions
             if view is buffer:
@@ -228,7 +235,12 @@ class Protocol:
             kind = type(event)
             if kind is TextMessage or kind is BytesMessage:
                 data_part = event.data  # type: ignore[attr-defined]
-                self._size += len(data_part)
+                # The limit is in bytes, whatever the message type.
+                self._size += (
+                    len(data_part.encode("utf-8", "surrogatepass"))
+                    if kind is TextMessage
+                    else len(data_part)
+                )
                 limit = self.max_message_size
                 if limit is not None and self._size > limit:
                     self._failed = True
