@@ -116,9 +116,11 @@ class Base:
         self._write_lock = self.preset["lock_class"]()
         # payload -> [waiter or None, time sent, round-trip time once answered]
         self._pings: Dict[bytes, List[Any]] = {}
-        self._keepalive_entry: Optional[List[Any]] = None
         self._closing = False
         self._done = False
+        self._readiness: Any = None
+        self._armed = False  # hub mode: the readiness watcher is on
+        self._reading = False  # hub mode: a greenlet is in _read_once()
         try:
             self.local_address: Any = sock.getsockname()
             self.remote_address: Any = sock.getpeername()
@@ -130,17 +132,28 @@ class Base:
         if not self._handle(protocol.receive_data(pending)):
             self._finish()
             return
-        self._thread = self.thread_class(target=self._run)
+        _registry.add(self)
+        readiness = self.preset.readiness
+        if readiness is not None:
+            self._readiness = readiness(sock)
+            self._arm()
+        else:
+            self._thread = self._spawn(self._run)
+        if self.ping_interval:
+            self._keepalive_thread = self._spawn(self._keepalive)
+
+    def _spawn(self, target: Any) -> Any:
+        thread = self.thread_class(target=target)
         try:
-            self._thread.daemon = True
+            thread.daemon = True
         except (AttributeError, RuntimeError):  # pragma: no cover
             pass
         try:
-            self._thread.name = f"greenws-{id(self):x}"
+            thread.name = f"greenws-{id(self):x}"
         except (AttributeError, TypeError):  # pragma: no cover
             pass
-        _registry.add(self)
-        self._thread.start()
+        thread.start()
+        return thread
 
     # -- public API ---------------------------------------------------------
 
@@ -183,13 +196,19 @@ class Base:
                     return None
             else:
                 remaining = None
+            if self._readiness is not None and not self._reading:
+                if not self._hub_read(remaining):
+                    return None
+                continue
             self._message_event.clear()
             # Re-check after clear(): the reader may have just set it.
             if queue or self._closing:
                 continue
             self._message_event.wait(remaining)
         message = queue.popleft()
-        if not self._space_event.is_set() and len(queue) < (self.max_queue or 0):
+        if self._readiness is not None:
+            self._arm()
+        elif not self._space_event.is_set() and self._room():
             self._space_event.set()  # wake the paused reader
         return message
 
@@ -242,6 +261,8 @@ class Base:
         # A paused reader must run again to see the peer's Close frame.
         self._space_event.set()
         self._message_event.set()
+        if self._readiness is not None:
+            self._arm()
 
     def _wait_closed(self, timeout: float) -> None:
         """Wait for the closing handshake; past ``timeout``, drop TCP."""
@@ -346,74 +367,133 @@ class Base:
         finally:
             selector.close()
 
-    # -- reading (background thread) -------------------------------------
+    # -- reading -------------------------------------------------------------
+    #
+    # Two ways to read, chosen by the preset:
+    #
+    # - Thread mode (threads, or classes greenws knows nothing about): one
+    #   background reader per connection, blocked in recv() for its lifetime.
+    # - Hub mode (gevent, eventlet): no reader of its own.  A greenlet that
+    #   waits in receive() reads the socket itself (no hand-off per message),
+    #   and while nobody receives, a readiness watcher on the hub spawns a
+    #   short-lived greenlet when data arrives, so pings are answered and
+    #   closes seen.  An idle connection then costs one watcher instead of a
+    #   parked greenlet and its stack.
+
+    def _read_once(self) -> bool:
+        """One recv() and whatever it brings; False when reading is over."""
+        protocol = self._protocol
+        try:
+            # Read a large frame in large pieces, small ones in small.
+            data = self.sock.recv(
+                max(self.receive_bytes, min(protocol.wanted, _MAX_READ))
+            )
+        except (OSError, ValueError):
+            data = b""
+        if not data:
+            self._eof()
+            return False
+        return self._handle(protocol.receive_data(data))
+
+    def _room(self) -> bool:
+        """Whether reading may go on (backpressure: the queue is not full)."""
+        return self.max_queue is None or len(self._queue) < self.max_queue
+
+    # Thread mode.
 
     def _run(self) -> None:
         try:
-            self._read_loop()
+            while self._wait_for_room() and self._read_once():
+                pass
         except Exception:  # noqa: BLE001 - a reader must never die loudly
             if not self._closing:
                 self.close_reason = ABNORMAL
         finally:
             self._finish()
 
-    def _read_loop(self) -> None:
-        sock = self.sock
-        recv = sock.recv
-        size = self.receive_bytes
-        protocol = self._protocol
-        max_queue = self.max_queue
-        selector = None
-        if self.ping_interval:
-            selector = self.selector_class()
-            selector.register(sock, selectors.EVENT_READ)
-            self._next_ping = time.monotonic() + self.ping_interval
-        try:
-            while True:
-                if max_queue is not None and not self._closing:
-                    while len(self._queue) >= max_queue and not self._closing:
-                        self._space_event.clear()
-                        if len(self._queue) >= max_queue and not self._closing:
-                            self._space_event.wait()
-                if selector is not None and not self._keepalive(selector):
-                    return
-                try:
-                    # Read a large frame in large pieces, small ones in small.
-                    data = recv(max(size, min(protocol.wanted, _MAX_READ)))
-                except (OSError, ValueError):
-                    data = b""
-                if not data:
-                    self._eof()
-                    return
-                if not self._handle(protocol.receive_data(data)):
-                    return
-        finally:
-            if selector is not None:
-                selector.close()
+    def _wait_for_room(self) -> bool:
+        """Pause while the queue is full (TCP then pushes back on the peer)."""
+        while not self._closing and not self._room():
+            self._space_event.clear()
+            if not self._closing and not self._room():
+                self._space_event.wait()
+        return True
 
-    def _keepalive(self, selector: Any) -> bool:
-        """Wait until readable, sending pings on time; False if the peer died."""
+    # Hub mode.
+
+    def _arm(self) -> None:
+        """Watch for incoming data if nobody reads and there is room."""
+        if (
+            not self._armed
+            and not self._reading
+            and not self._done
+            and (self._closing or self._room())
+        ):
+            self._armed = True
+            self._readiness.arm(self._on_readable)
+
+    def _disarm(self) -> None:
+        if self._armed:
+            self._armed = False
+            self._readiness.disarm()
+
+    def _on_readable(self) -> None:
+        """Hub callback (must not block): hand the data to a new greenlet."""
+        self._disarm()
+        self.thread_class(target=self._drain).start()
+
+    def _drain(self) -> None:
+        """Read what the watcher saw, unless a receive() took it meanwhile."""
+        if not self._reading and not self._done:
+            # Timeout 0: only read if the data is still there, never block.
+            self._hub_read(0)
+            # A receive() waiting on the event may take over reading.
+            self._message_event.set()
+
+    def _hub_read(self, timeout: Optional[float]) -> bool:
+        """Wait up to ``timeout`` for data and read it (hub mode).
+
+        Returns False if the time ran out.  Whatever happens -- even a
+        gevent/eventlet Timeout of the caller's -- reading is handed back to
+        the watcher afterwards, or the connection is finished.
+        """
+        self._disarm()
+        self._reading = True
+        ready = more = True
+        try:
+            ready = self._readiness.wait(timeout)
+            if ready:
+                more = self._read_once()
+        except Exception:  # noqa: BLE001 - a reader must never die loudly
+            if not self._closing:
+                self.close_reason = ABNORMAL
+            more = False
+        finally:
+            self._reading = False
+            if more:
+                self._arm()  # nobody may receive for a while: keep watching
+            else:
+                self._finish()
+        return ready
+
+    # Keepalive (both modes).
+
+    def _keepalive(self) -> None:
+        """Ping every ping_interval; fail with 1011 if a pong is late."""
         interval = self.ping_interval or 0.0
         timeout = self.ping_timeout or 0.0
-        while True:
-            now = time.monotonic()
-            entry = self._keepalive_entry
-            if entry is not None and entry[2] is not None:
-                entry = self._keepalive_entry = None
-            if entry is not None and now >= entry[1] + timeout:
+        closed = self._closed_event
+        while not closed.wait(interval):
+            payload = os.urandom(4)
+            entry: List[Any] = [self.event_class(), time.monotonic(), None]
+            self._pings[payload] = entry
+            if not self._write(Ping(payload=payload), timeout=timeout or None):
+                self._pings.pop(payload, None)
+                return  # the connection is gone (or was aborted by _write)
+            if not entry[0].wait(timeout) and not self._done:
                 self._fail(INTERNAL_ERROR, "keepalive ping timeout", send=False)
-                return False
-            if entry is None and now >= self._next_ping:
-                payload = os.urandom(4)
-                entry = self._keepalive_entry = [None, now, None]
-                self._pings[payload] = entry
-                self._write(Ping(payload=payload), timeout=timeout or None)
-                self._next_ping = now + interval
-            deadline = self._next_ping
-            if entry is not None:
-                deadline = min(deadline, entry[1] + timeout)
-            if selector.select(max(deadline - time.monotonic(), 0.0)):
-                return True
+                self._abort()
+                return
 
     def _handle(self, actions: Any) -> bool:
         """Act on what the protocol reported; False when reading must stop."""
@@ -507,11 +587,16 @@ class Base:
             pass
 
     def _finish(self) -> None:
-        """The reader is done: close TCP, wake everyone, drop references."""
+        """Reading is over: close TCP, wake everyone, drop references."""
+        if self._done:
+            return
         _registry.discard(self)
         self.connected = False
         self._done = True
         self._closing = True
+        if self._readiness is not None:
+            self._disarm()
+            self._readiness.close()
         self._abort()
         if self._owns_socket:
             try:
@@ -526,9 +611,10 @@ class Base:
         self._closed_event.set()
 
     def _join(self) -> None:
-        join = getattr(getattr(self, "_thread", None), "join", None)
-        if join is not None:
-            try:
-                join(self.close_timeout)
-            except RuntimeError:  # pragma: no cover - joining the reader itself
-                pass
+        for name in ("_thread", "_keepalive_thread"):
+            join = getattr(getattr(self, name, None), "join", None)
+            if join is not None:
+                try:
+                    join(self.close_timeout)
+                except RuntimeError:  # pragma: no cover - joining itself
+                    pass

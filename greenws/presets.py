@@ -12,6 +12,7 @@ never blocks a gevent or eventlet hub even when nothing is monkey-patched.
 
 from __future__ import annotations
 
+import select
 import selectors
 import socket
 import ssl
@@ -47,6 +48,7 @@ class Preset(Mapping[str, Any]):
         lock_class: Any,
         create_connection: Callable[..., Any] = socket.create_connection,
         wrap_ssl: Optional[Callable[..., Any]] = None,
+        readiness: Optional[Callable[[Any], Any]] = None,
     ) -> None:
         self.name = name
         self._classes: Dict[str, Any] = {
@@ -57,6 +59,12 @@ class Preset(Mapping[str, Any]):
         }
         self.create_connection = create_connection
         self.wrap_ssl = wrap_ssl or _wrap_ssl_stdlib
+        #: ``readiness(sock)`` -> an object with ``arm(callback)``,
+        #: ``disarm()``, ``wait(timeout) -> bool`` and ``close()``, watching
+        #: the socket for incoming data through the hub.  Presets that have
+        #: one read in the greenlet that receives; others (threads) use one
+        #: reader thread per connection.
+        self.readiness = readiness
 
     def __getitem__(self, key: str) -> Any:
         return self._classes[key]
@@ -81,6 +89,7 @@ class Preset(Mapping[str, Any]):
             self.name,
             create_connection=self.create_connection,
             wrap_ssl=self.wrap_ssl,
+            readiness=self.readiness,
             **merged,
         )
 
@@ -136,6 +145,40 @@ def _make_gevent() -> Preset:
             sock=sock, server_hostname=server_hostname, _context=context
         )
 
+    class GeventReadiness:
+        """One libev I/O watcher, used as a callback or waited on."""
+
+        __slots__ = ("_fd", "_hub", "_io")
+
+        def __init__(self, sock: Any) -> None:
+            self._fd = sock.fileno()
+            self._hub = gevent.get_hub()
+            self._io = self._hub.loop.io(self._fd, 1)
+
+        def arm(self, callback: Callable[[], None]) -> None:
+            self._io.start(callback)
+
+        def disarm(self) -> None:
+            self._io.stop()
+
+        def wait(self, timeout: Optional[float]) -> bool:
+            if timeout is not None and timeout <= 0:
+                return _readable_now(self._fd)
+            timer = gevent.Timeout(timeout)
+            timer.start()
+            try:
+                self._hub.wait(self._io)
+                return True
+            except gevent.Timeout as exc:
+                if exc is not timer:
+                    raise
+                return False
+            finally:
+                timer.close()
+
+        def close(self) -> None:
+            self._io.close()
+
     return Preset(
         "gevent",
         thread_class=GeventThread,
@@ -144,6 +187,7 @@ def _make_gevent() -> Preset:
         lock_class=gevent.lock.Semaphore,
         create_connection=gevent.socket.create_connection,
         wrap_ssl=wrap_ssl,
+        readiness=GeventReadiness,
     )
 
 
@@ -248,6 +292,40 @@ def _make_eventlet() -> Preset:
             sock, server_hostname=server_hostname, _context=context
         )
 
+    class EventletReadiness:
+        """A hub read listener, used as a callback or waited on."""
+
+        __slots__ = ("_fd", "_listener")
+
+        def __init__(self, sock: Any) -> None:
+            self._fd = sock.fileno()
+            self._listener: Any = None
+
+        def arm(self, callback: Callable[[], None]) -> None:
+            hub = eventlet.hubs.get_hub()
+            self._listener = hub.add(
+                hub.READ, self._fd, lambda _fd: callback(), _ignore, _ignore
+            )
+
+        def disarm(self) -> None:
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                eventlet.hubs.get_hub().remove(listener)
+
+        def wait(self, timeout: Optional[float]) -> bool:
+            if timeout is not None and timeout <= 0:
+                return _readable_now(self._fd)
+            try:
+                eventlet.hubs.trampoline(
+                    self._fd, read=True, timeout=timeout, timeout_exc=_Timeout
+                )
+            except _Timeout:
+                return False
+            return True
+
+        def close(self) -> None:
+            self.disarm()
+
     return Preset(
         "eventlet",
         thread_class=EventletThread,
@@ -256,11 +334,23 @@ def _make_eventlet() -> Preset:
         lock_class=eventlet.semaphore.Semaphore,
         create_connection=eventlet.green.socket.create_connection,
         wrap_ssl=wrap_ssl,
+        readiness=EventletReadiness,
     )
 
 
 class _Timeout(Exception):
     pass
+
+
+def _ignore(*args: Any) -> None:
+    pass
+
+
+def _readable_now(fd: int) -> bool:
+    """Whether ``fd`` has data (or EOF) right now; never blocks."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 _FACTORIES = {"GEVENT": _make_gevent, "EVENTLET": _make_eventlet}
