@@ -33,6 +33,8 @@ def _headers(headers: HeadersArg) -> List[Tuple[str, str]]:
 class Client(Base):
     """A WebSocket client connection; create it with :meth:`connect`."""
 
+    __slots__ = ("url", "host", "port", "path", "subprotocols")
+
     def __init__(
         self,
         url: str,

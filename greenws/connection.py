@@ -9,12 +9,11 @@ and ``sendall``, so frames never interleave and are never cut short.
 
 from __future__ import annotations
 
-import collections
 import os
 import selectors
 import socket
 import time
-from typing import Any, Deque, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 from wsproto.events import CloseConnection, Event, Ping, Pong
 from wsproto.utilities import LocalProtocolError
@@ -59,16 +58,55 @@ class Base:
     :meth:`greenws.Client.connect`.
     """
 
+    # Slots, not a __dict__: ten thousand connections in one worker each
+    # save a kilobyte or two.  Subclasses without __slots__ still get a dict.
+    __slots__ = (
+        "subprotocol",
+        "connected",
+        "close_reason",
+        "close_message",
+        "latency",
+        "receive_bytes",
+        "ping_interval",
+        "ping_timeout",
+        "max_message_size",
+        "close_timeout",
+        "max_queue",
+        "preset",
+        "thread_class",
+        "event_class",
+        "selector_class",
+        "local_address",
+        "remote_address",
+        "sock",
+        "_owns_socket",
+        "_protocol",
+        "_queue",
+        "_message_event",
+        "_space_event",
+        "_closed_event",
+        "_write_lock",
+        "_pings",
+        "_closing",
+        "_done",
+        "_readiness",
+        "_armed",
+        "_reading",
+        "_thread",
+        "_keepalive_thread",
+        "__weakref__",
+    )
+
     #: The subprotocol agreed during the handshake, or ``None``.
-    subprotocol: Optional[str] = None
+    subprotocol: Optional[str]
     #: True from the handshake until the connection starts closing.
-    connected: bool = False
+    connected: bool
     #: The close code (1005 until a close happens).
-    close_reason: int = NO_STATUS
+    close_reason: int
     #: The close reason text, if any.
-    close_message: Optional[str] = None
+    close_message: Optional[str]
     #: Round-trip time in seconds of the last answered ping, or ``None``.
-    latency: Optional[float] = None
+    latency: Optional[float]
 
     def _configure(
         self,
@@ -85,6 +123,11 @@ class Base:
             raise ValueError("receive_bytes must be a positive number of bytes")
         if max_queue is not None and max_queue < 1:
             raise ValueError("max_queue must be at least 1, or None for no limit")
+        self.subprotocol = None
+        self.connected = False
+        self.close_reason = NO_STATUS
+        self.close_message = None
+        self.latency = None
         self.receive_bytes = receive_bytes
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout if ping_timeout is not None else ping_interval
@@ -108,17 +151,23 @@ class Base:
         self.sock = sock
         self._owns_socket = owns_socket
         self._protocol = protocol
-        self._queue: Deque[Data] = collections.deque()
+        # A list, not a deque: it holds at most max_queue messages, and an
+        # empty deque costs 600 bytes more per connection.
+        self._queue: List[Data] = []
         self._message_event = event_class()
-        self._space_event = event_class()
-        self._space_event.set()
         self._closed_event = event_class()
         self._write_lock = self.preset["lock_class"]()
         # payload -> [waiter or None, time sent, round-trip time once answered]
         self._pings: Dict[bytes, List[Any]] = {}
         self._closing = False
         self._done = False
-        self._readiness: Any = None
+        readiness = self.preset.readiness
+        self._readiness: Any = readiness(sock) if readiness is not None else None
+        # Thread mode: set while the queue has room (the reader pauses on it).
+        self._space_event: Any = None
+        if self._readiness is None:
+            self._space_event = event_class()
+            self._space_event.set()
         self._armed = False  # hub mode: the readiness watcher is on
         self._reading = False  # hub mode: a greenlet is in _read_once()
         try:
@@ -133,9 +182,7 @@ class Base:
             self._finish()
             return
         _registry.add(self)
-        readiness = self.preset.readiness
-        if readiness is not None:
-            self._readiness = readiness(sock)
+        if self._readiness is not None:
             self._arm()
         else:
             self._thread = self._spawn(self._run)
@@ -205,7 +252,7 @@ class Base:
             if queue or self._closing:
                 continue
             self._message_event.wait(remaining)
-        message = queue.popleft()
+        message = queue.pop(0)
         if self._readiness is not None:
             self._arm()
         elif not self._space_event.is_set() and self._room():
@@ -259,10 +306,11 @@ class Base:
             timeout=self.close_timeout,
         )
         # A paused reader must run again to see the peer's Close frame.
-        self._space_event.set()
         self._message_event.set()
         if self._readiness is not None:
             self._arm()
+        else:
+            self._space_event.set()
 
     def _wait_closed(self, timeout: float) -> None:
         """Wait for the closing handshake; past ``timeout``, drop TCP."""
@@ -604,7 +652,8 @@ class Base:
             except OSError:  # pragma: no cover
                 pass
         self._message_event.set()
-        self._space_event.set()
+        if self._space_event is not None:
+            self._space_event.set()
         for entry in list(self._pings.values()):
             if entry[0] is not None:
                 entry[0].set()

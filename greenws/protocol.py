@@ -86,6 +86,12 @@ class Protocol:
 
     def __init__(self, conn: Connection, max_message_size: Optional[int] = None):
         self._conn = conn
+        events = getattr(conn, "_events", None)
+        if events is not None and not events:
+            # wsproto keeps a deque that only ever holds the events of one
+            # receive_data() call; an empty deque costs ~600 bytes, which
+            # adds up over ten thousand idle connections.
+            conn._events = _SmallQueue()  # type: ignore[assignment]
         self.max_message_size = max_message_size
         self._parts: List[Union[str, bytes]] = []
         self._size = 0
@@ -295,6 +301,15 @@ class Protocol:
             )
         except AttributeError:  # another wsproto: stay on the slow path
             return False
+
+
+class _SmallQueue(List[Event]):
+    """The part of ``collections.deque`` wsproto uses, on a plain list."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Event:
+        return self.pop(0)
 
 
 def _unmask(payload: bytes, key: bytes) -> bytes:

@@ -48,6 +48,8 @@ class Server(Base):
     ``"werkzeug"``, ``"gunicorn"``, ``"eventlet"`` or ``"gevent"``.
     """
 
+    __slots__ = ("environ", "subprotocols", "origins", "mode", "target")
+
     _is_server = True
 
     def __init__(
@@ -94,13 +96,15 @@ class Server(Base):
                 lock_class=lock_class,
             ),
         )
-        response, conn, self.request, self.subprotocol = accept_request(
+        response, conn, request, self.subprotocol = accept_request(
             _request_headers(environ),
             _request_target(environ),
             self.choose_subprotocol,
             compression,
             max_message_size,
         )
+        #: The request target (path and query) as the client sent it.
+        self.target: str = request.target
         sock = host.sock
         # Some servers hand out sockets with a timeout (or non-blocking); the
         # I/O loop wants plain blocking calls.

@@ -78,7 +78,7 @@ def test_path_and_query_sent(harness):
     harness.tasks.append(task)
     server = harness.accept_server(listener)
     harness.connections.append(task.get())
-    assert server.request.target == "/a/b?x=1&y=%20"
+    assert server.target == "/a/b?x=1&y=%20"
     assert server.environ["QUERY_STRING"] == "x=1&y=%20"
 
 

@@ -90,7 +90,7 @@ def test_unknown_wsgi_server_raises_runtime_error():
 def test_accept_attributes(harness):
     server, peer = harness.raw_client(target="/chat/room?x=1")
     assert server.mode == "gunicorn"
-    assert server.request.target == "/chat/room?x=1"
+    assert server.target == "/chat/room?x=1"
     assert server.environ["PATH_INFO"] == "/chat/room"
     assert server.connected and server.subprotocol is None
     assert b"sec-websocket-protocol" not in peer.response_head.lower()

@@ -30,7 +30,7 @@ def echo(ws):
                     "mode": ws.mode,
                     "preset": ws.preset.name,
                     "subprotocol": ws.subprotocol,
-                    "target": ws.request.target,
+                    "target": ws.target,
                     "pid": os.getpid(),
                 }
             )
