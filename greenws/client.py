@@ -8,7 +8,6 @@ import time
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
-from . import presets as _presets
 from .connection import Base
 from .errors import ConnectionError
 from .handshake import ClientHandshake
@@ -76,13 +75,11 @@ class Client(Base):
             ping_timeout=ping_timeout,
             close_timeout=close_timeout,
             max_queue=max_queue,
-            preset=_presets.resolve(
-                preset,
-                thread_class=thread_class,
-                event_class=event_class,
-                selector_class=selector_class,
-                lock_class=lock_class,
-            ),
+            preset=preset,
+            thread_class=thread_class,
+            event_class=event_class,
+            selector_class=selector_class,
+            lock_class=lock_class,
         )
         host_header = self.host if ":" not in self.host else f"[{self.host}]"
         if parts.port and parts.port != (443 if secure else 80):

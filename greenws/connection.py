@@ -42,6 +42,9 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 #: Messages that may wait in the receive queue before reading pauses.
 DEFAULT_MAX_QUEUE = 16
 
+# Close reason when keepalive gives up on the peer.
+_KEEPALIVE_TIMEOUT = "keepalive ping timeout"
+
 # Largest single read when a big frame is arriving.
 _MAX_READ = 256 * 1024
 
@@ -117,8 +120,15 @@ class Base:
         ping_timeout: Optional[float],
         close_timeout: Optional[float],
         max_queue: Optional[int],
-        preset: _presets.Preset,
+        preset: Optional[Any],
+        sock: Any = None,
+        **classes: Any,
     ) -> None:
+        """Validate and store the options both roles share.
+
+        ``preset`` and ``classes`` (``thread_class`` ...) are resolved by
+        :func:`greenws.presets.resolve`; ``sock`` helps it detect the runtime.
+        """
         if receive_bytes <= 0:
             raise ValueError("receive_bytes must be a positive number of bytes")
         if max_queue is not None and max_queue < 1:
@@ -136,7 +146,7 @@ class Base:
             DEFAULT_CLOSE_TIMEOUT if close_timeout is None else close_timeout
         )
         self.max_queue = max_queue
-        self.preset = preset
+        self.preset = preset = _presets.resolve(preset, sock=sock, **classes)
         self.thread_class = preset["thread_class"]
         self.event_class = preset["event_class"]
         self.selector_class = preset["selector_class"]
@@ -294,17 +304,8 @@ class Base:
 
     def _begin_close(self, code: int, message: Optional[str]) -> None:
         """Send our Close frame (once) without waiting for the answer."""
-        if self._closing or self._done:
+        if not self._close_with(code, message):
             return
-        self._closing = True
-        self.connected = False
-        self.close_reason = code
-        self.close_message = message
-        self._write(
-            CloseConnection(code=code, reason=message),
-            closing=True,
-            timeout=self.close_timeout,
-        )
         # A paused reader must run again to see the peer's Close frame.
         self._message_event.set()
         if self._readiness is not None:
@@ -539,7 +540,7 @@ class Base:
                 self._pings.pop(payload, None)
                 return  # the connection is gone (or was aborted by _write)
             if not entry[0].wait(timeout) and not self._done:
-                self._fail(INTERNAL_ERROR, "keepalive ping timeout", send=False)
+                self._close_with(INTERNAL_ERROR, _KEEPALIVE_TIMEOUT, send=False)
                 self._abort()
                 return
 
@@ -556,7 +557,7 @@ class Base:
                 # pong gets ping_timeout to go out.
                 timeout = self.ping_timeout if self.ping_interval else None
                 if not self._write(Pong(payload=value), timeout=timeout) and timeout:
-                    self._fail(INTERNAL_ERROR, "keepalive ping timeout", send=False)
+                    self._close_with(INTERNAL_ERROR, _KEEPALIVE_TIMEOUT, send=False)
                     return False
             elif kind == PONG:
                 self._pong(value)
@@ -564,7 +565,7 @@ class Base:
                 self._peer_closed(*value)
                 return False
             elif kind == FAIL:
-                self._fail(*value)
+                self._close_with(*value)
                 return False
         return True
 
@@ -582,17 +583,7 @@ class Base:
                 break
 
     def _peer_closed(self, code: int, reason: Optional[str]) -> None:
-        if not self._closing:
-            self.close_reason = code
-            self.close_message = reason
-            self.connected = False
-            self._closing = True
-            # Echo the peer's Close (RFC 6455 5.5.1).
-            self._write(
-                CloseConnection(code=code, reason=reason),
-                closing=True,
-                timeout=self.close_timeout,
-            )
+        self._close_with(code, reason)  # echo the peer's Close (RFC 6455 5.5.1)
         if not self._owns_socket or self._is_server:
             return  # the server closes the TCP connection first
         # The client waits (briefly) for the server to close TCP.
@@ -603,19 +594,27 @@ class Base:
         except (OSError, ValueError):
             pass
 
-    def _fail(self, code: int, reason: str, send: bool = True) -> None:
-        """Fail the connection: send Close with ``code`` and drop TCP."""
-        if not self._closing:
-            self.close_reason = code
-            self.close_message = reason
-            self.connected = False
-            self._closing = True
-            if send:
-                self._write(
-                    CloseConnection(code=code, reason=reason),
-                    closing=True,
-                    timeout=self.close_timeout,
-                )
+    def _close_with(self, code: int, reason: Optional[str], send: bool = True) -> bool:
+        """Record why the connection closes and send our Close frame, once.
+
+        Used for every way a close starts: ours, the peer's (echoed), and
+        failing the connection on a protocol error or a keepalive timeout
+        (``send=False`` when the peer is not listening anyway).  Returns
+        False if the connection was already closing.
+        """
+        if self._closing:
+            return False
+        self._closing = True
+        self.connected = False
+        self.close_reason = code
+        self.close_message = reason
+        if send:
+            self._write(
+                CloseConnection(code=code, reason=reason),
+                closing=True,
+                timeout=self.close_timeout,
+            )
+        return True
 
     def _eof(self) -> None:
         if not self._closing:

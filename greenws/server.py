@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
-from . import presets as _presets
 from .connection import Base
 from .errors import HandshakeError
 from .handshake import accept_request
@@ -87,14 +86,12 @@ class Server(Base):
             ping_timeout=ping_timeout,
             close_timeout=close_timeout,
             max_queue=max_queue,
-            preset=_presets.resolve(
-                preset,
-                sock=host.sock,
-                thread_class=thread_class,
-                event_class=event_class,
-                selector_class=selector_class,
-                lock_class=lock_class,
-            ),
+            preset=preset,
+            sock=host.sock,
+            thread_class=thread_class,
+            event_class=event_class,
+            selector_class=selector_class,
+            lock_class=lock_class,
         )
         response, conn, request, self.subprotocol = accept_request(
             _request_headers(environ),

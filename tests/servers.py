@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,6 +38,13 @@ def gunicorn_has_worker(name: str) -> bool:
     return name in SUPPORTED_WORKERS
 
 
+#: Lines a hosting server must never print while serving WebSockets.
+BAD_LOG = re.compile(
+    r"Traceback|Error handling request|Internal Server Error|\" 500 "
+    r"|appears to be blocked"
+)
+
+
 def gunicorn_options() -> List[str]:
     """Options every test gunicorn gets."""
     try:
@@ -69,12 +77,20 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
 
 
 class HostedServer:
-    """One server process serving tests/apps/echo_app.py."""
+    """One server process serving ``tests/apps/<module>.py`` (echo_app by default).
+
+    ``options`` are extra gunicorn command-line options.
+    """
 
     def __init__(
-        self, kind: str, env: Optional[dict] = None, options: Optional[List[str]] = None
+        self,
+        kind: str,
+        env: Optional[dict] = None,
+        options: Optional[List[str]] = None,
+        module: str = "echo_app",
     ) -> None:
         self.kind = kind
+        self.module = module
         self.options = options or []
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
@@ -116,8 +132,9 @@ class HostedServer:
             ]
             if worker == "gthread":
                 cmd += ["--threads", "8"]
-            return cmd + self.options + ["echo_app:app"]
-        return [sys.executable, str(APPS / "serve.py"), self.kind, str(self.port)]
+            return cmd + self.options + [f"{self.module}:app"]
+        serve = str(APPS / "serve.py")
+        return [sys.executable, serve, self.kind, str(self.port), self.module]
 
     def stop(self) -> str:
         """Stop the server and return everything it printed."""
@@ -129,6 +146,13 @@ class HostedServer:
                 self.proc.kill()
                 self.proc.wait(10)
         return self.output()
+
+    def stop_and_check(self, bad_log: re.Pattern[str] = BAD_LOG) -> str:
+        """Stop the server; fail if it logged an error (see :data:`BAD_LOG`)."""
+        output = self.stop()
+        bad = [line for line in output.splitlines() if bad_log.search(line)]
+        assert not bad, f"{self.kind} logged errors:\n{output[-4000:]}"
+        return output
 
     def output(self) -> str:
         self._log.flush()

@@ -20,14 +20,13 @@ import json
 import os
 import queue
 import re
-import sys
 import time
 import urllib.request
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import pytest
 from rawws import RawClient, close_frame, frame
-from servers import APPS, HostedServer
+from servers import HostedServer
 from websockets.sync.client import connect as ws_connect
 
 import greenws
@@ -41,32 +40,14 @@ _BAD_LOG = re.compile(
 )
 
 
-class AppServer(HostedServer):
-    """A HostedServer serving ``tests/apps/<module>.py`` instead of echo_app."""
-
-    def __init__(
-        self, kind: str, module: str, env: Optional[Dict[str, str]] = None
-    ) -> None:
-        self.module = module
-        super().__init__(kind, env)
-
-    def command(self) -> List[str]:
-        if self.kind == "werkzeug":  # the module's __main__ runs run_simple()
-            return [sys.executable, str(APPS / f"{self.module}.py"), str(self.port)]
-        cmd = super().command()
-        assert cmd[-1] == "echo_app:app"
-        return cmd[:-1] + [f"{self.module}:app"]
-
-    def get_json(self, path: str) -> Any:
-        with urllib.request.urlopen(self.http_url + path, timeout=10) as response:
-            assert response.status == 200
-            return json.loads(response.read())
+def get_json(server: HostedServer, path: str) -> Any:
+    with urllib.request.urlopen(server.http_url + path, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
 
 
-def stop_and_check(server: AppServer) -> None:
-    output = server.stop()
-    bad = [line for line in output.splitlines() if _BAD_LOG.search(line)]
-    assert not bad, f"{server.kind} logged errors:\n{output[-4000:]}"
+def stop_and_check(server: HostedServer) -> None:
+    server.stop_and_check(_BAD_LOG)
 
 
 # --------------------------------------------------------------------------
@@ -76,7 +57,7 @@ def stop_and_check(server: AppServer) -> None:
 
 @pytest.fixture(scope="module", params=["werkzeug", "gunicorn-gevent"])
 def flask_server(request):
-    server = AppServer(request.param, "flasksock_app")
+    server = HostedServer(request.param, module="flasksock_app")
     try:
         yield server
     finally:
@@ -84,7 +65,7 @@ def flask_server(request):
 
 
 def test_flask_sock_server_is_greenws(flask_server):
-    which = flask_server.get_json("/which")
+    which = get_json(flask_server, "/which")
     assert which == {
         "server_is_greenws": True,
         "closed_is_greenws": True,
@@ -183,10 +164,10 @@ def test_socketio_over_greenws(setup):
     import socketio
 
     kind, async_mode, mode = SOCKETIO_SETUPS[setup]
-    server = AppServer(kind, "socketio_app", env={"SIO_ASYNC_MODE": async_mode})
+    server = HostedServer(kind, {"SIO_ASYNC_MODE": async_mode}, module="socketio_app")
     client = socketio.Client(reconnection=False)
     try:
-        before = server.get_json("/which")
+        before = get_json(server, "/which")
         assert before["async_mode"] == async_mode
         assert before["simple_websocket"] == "greenws"
         assert before["live_greenws"] == []
@@ -228,7 +209,7 @@ def test_socketio_over_greenws(setup):
         client.disconnect()
         # The server closes its side too: no greenws connection stays open.
         deadline = time.monotonic() + 10
-        while server.get_json("/which")["live_greenws"]:
+        while get_json(server, "/which")["live_greenws"]:
             assert time.monotonic() < deadline, "the server kept the WebSocket"
             time.sleep(0.05)  # polling another process: nothing to wait on
     finally:

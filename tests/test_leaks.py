@@ -13,34 +13,19 @@ import json
 import os
 import socket
 import struct
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from rawws import RawClient, close_frame, frame
-from servers import APPS, KINDS, HostedServer, gunicorn_has_worker
+from servers import KINDS, HostedServer, gunicorn_has_worker
 from websockets.sync.server import serve
 
 import greenws
 
 CYCLES_PER_MODE = 250
 WAIT = 10.0
-
-
-class AppServer(HostedServer):
-    """HostedServer serving another app module of tests/apps."""
-
-    def __init__(self, kind: str, module: str = "stats_app", **kwargs) -> None:
-        self.module = module
-        super().__init__(kind, **kwargs)
-
-    def command(self):
-        if self.kind.startswith("gunicorn-"):
-            return [*super().command()[:-1], f"{self.module}:app"]
-        return [sys.executable, str(APPS / "serve_app.py"), self.kind,
-                str(self.port), self.module]
 
 
 def stats(port):
@@ -122,7 +107,7 @@ def settle(port, base=None, timeout=5.0):
 def start(kind):
     if kind == "gunicorn-eventlet" and not gunicorn_has_worker("eventlet"):
         return None
-    return AppServer(kind)
+    return HostedServer(kind, module="stats_app")
 
 
 @pytest.fixture(scope="module")

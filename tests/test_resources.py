@@ -15,7 +15,6 @@ import json
 import select
 import socket
 import struct
-import sys
 import threading
 import time
 import uuid
@@ -23,7 +22,7 @@ import zlib
 
 import pytest
 from rawws import RawClient, close_frame, frame, handshake_request
-from servers import APPS, HostedServer
+from servers import HostedServer
 
 import greenws
 
@@ -37,23 +36,9 @@ SLACK = 4 * MIB
 WAIT = 10.0
 
 
-class AppServer(HostedServer):
-    """HostedServer serving another app module of tests/apps."""
-
-    def __init__(self, kind: str, module: str = "stats_app", **kwargs) -> None:
-        self.module = module
-        super().__init__(kind, **kwargs)
-
-    def command(self):
-        if self.kind.startswith("gunicorn-"):
-            return [*super().command()[:-1], f"{self.module}:app"]
-        return [sys.executable, str(APPS / "serve_app.py"), self.kind,
-                str(self.port), self.module]
-
-
 @pytest.fixture(scope="module", params=["gevent", "gunicorn-gthread"])
 def server(request):
-    hosted = AppServer(request.param)
+    hosted = HostedServer(request.param, module="stats_app")
     yield hosted
     output = hosted.stop()
     assert "Traceback" not in output, output[-4000:]

@@ -52,9 +52,3 @@ def which():
                                     None),
     }
     return app.response_class(json.dumps(body), mimetype="application/json")
-
-
-if __name__ == "__main__":
-    from werkzeug.serving import run_simple
-
-    run_simple("127.0.0.1", int(sys.argv[1]), app, threaded=True)

@@ -4,25 +4,13 @@ Every WebSocket path echoes each message back; the limit is
 ``GREENWS_TEST_LIMIT`` bytes (default 16384) and permessage-deflate is on (the
 server default), so compression bombs can be tried too.
 
-gunicorn serves it as ``limits_app:app``; the other servers with
-``python limits_app.py KIND PORT`` (KIND as in serve.py).
+Served like every test app: ``limits_app:app`` under gunicorn, else
+``serve.py KIND PORT limits_app``.
 """
 
 import os
-import sys
 
-if __name__ == "__main__" and len(sys.argv) > 1:
-    # Patch before greenws (and its socket/threading imports) is loaded.
-    if sys.argv[1] == "eventlet":
-        import eventlet
-
-        eventlet.monkey_patch()
-    elif sys.argv[1] == "gevent-patched":
-        from gevent import monkey
-
-        monkey.patch_all()
-
-import greenws  # noqa: E402
+import greenws
 
 LIMIT = int(os.environ.get("GREENWS_TEST_LIMIT", "16384"))
 
@@ -42,22 +30,3 @@ def fallback(environ, start_response):
 app = greenws.WebSocketWSGI(echo, fallback=fallback, max_message_size=LIMIT)
 
 
-def main(kind, port):
-    if kind == "werkzeug":
-        from werkzeug.serving import run_simple
-
-        run_simple("127.0.0.1", port, app, threaded=True)
-    elif kind == "eventlet":
-        import eventlet.wsgi
-
-        eventlet.wsgi.server(eventlet.listen(("127.0.0.1", port)), app)
-    elif kind in ("gevent", "gevent-patched"):
-        from gevent.pywsgi import WSGIServer
-
-        WSGIServer(("127.0.0.1", port), app).serve_forever()
-    else:
-        raise SystemExit(f"unknown server kind {kind!r}")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))

@@ -1,13 +1,18 @@
-"""Serve tests/apps/echo_app.py on one hosting server: serve.py KIND PORT.
+"""Serve an app module of tests/apps on one hosting server.
+
+    serve.py KIND PORT [MODULE]     (MODULE defaults to echo_app)
 
 KIND: werkzeug | eventlet | gevent (not monkey-patched) | gevent-patched.
 gunicorn is started with its own command line (see tests/servers.py).
 """
 
+import importlib
 import sys
 
 kind, port = sys.argv[1], int(sys.argv[2])
+module = sys.argv[3] if len(sys.argv) > 3 else "echo_app"
 
+# Patching must come before the app (and greenws) import socket or threading.
 if kind == "eventlet":
     import eventlet
 
@@ -17,7 +22,7 @@ elif kind == "gevent-patched":
 
     monkey.patch_all()
 
-from echo_app import app  # noqa: E402
+app = importlib.import_module(module).app
 
 if kind == "werkzeug":
     from werkzeug.serving import run_simple

@@ -88,9 +88,3 @@ def fallback(environ, start_response):
 
 
 app = socketio.WSGIApp(sio, fallback)
-
-
-if __name__ == "__main__":
-    from werkzeug.serving import run_simple
-
-    run_simple("127.0.0.1", int(sys.argv[1]), app, threaded=True)
