@@ -200,13 +200,15 @@ class Protocol:
                     break
                 self._keep(view, pos, stop - pos)
                 return actions
-            if view is buffer:
-                with memoryview(buffer) as whole_view:
+            # One copy out of the read buffer: the unmasking itself, or a
+            # plain copy when there is no mask.
+            with memoryview(view) as whole_view:
+                if want_mask and length:
+                    payload = _unmask(
+                        whole_view[start:stop], bytes(whole_view[start - 4 : start])
+                    )
+                else:
                     payload = bytes(whole_view[start:stop])
-            else:
-                payload = view[start:stop]  # type: ignore[assignment]
-            if want_mask and length:
-                payload = _unmask(payload, bytes(view[start - 4 : start]))
             if first == 0x81:
                 try:
                     message: Message = payload.decode("utf-8")
@@ -312,7 +314,7 @@ class _SmallQueue(List[Event]):
         return self.pop(0)
 
 
-def _unmask(payload: bytes, key: bytes) -> bytes:
+def _unmask_python(payload: Union[bytes, memoryview], key: bytes) -> bytes:
     """XOR ``payload`` with the 4-byte masking ``key`` (RFC 6455 5.3)."""
     n = len(payload)
     if n < 2048:
@@ -338,6 +340,12 @@ def _xor_tables() -> List[bytes]:
     if not _XOR_TABLES:
         _XOR_TABLES.extend(bytes(b ^ k for b in range(256)) for k in range(256))
     return _XOR_TABLES
+
+
+try:  # the C version (greenws/_speedups.c) when it could be built
+    from ._speedups import apply_mask as _unmask
+except ImportError:  # pragma: no cover - no compiler at install time
+    _unmask = _unmask_python
 
 
 def _frame(first: int, payload: bytes, masked: bool) -> bytes:
