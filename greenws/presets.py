@@ -18,7 +18,8 @@ import socket
 import ssl
 import sys
 import threading
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+import time
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 __all__ = ["Preset", "THREADING", "GEVENT", "EVENTLET", "detect", "resolve"]
 
@@ -83,8 +84,11 @@ class Preset(Mapping[str, Any]):
 
     def replace(self, **classes: Any) -> Preset:
         """A copy with some classes replaced (``None`` values are ignored)."""
+        changes = {k: v for k, v in classes.items() if v is not None}
+        if not changes:
+            return self  # presets are not modified in place: share it
         merged = dict(self._classes)
-        merged.update({k: v for k, v in classes.items() if v is not None})
+        merged.update(changes)
         return Preset(
             self.name,
             create_connection=self.create_connection,
@@ -193,11 +197,10 @@ def _make_gevent() -> Preset:
 
 def _make_eventlet() -> Preset:
     import eventlet
+    import eventlet.event
     import eventlet.green.socket
     import eventlet.green.ssl
-    import eventlet.green.threading
     import eventlet.hubs
-    import eventlet.semaphore
 
     class EventletThread:
         """A green thread with the ``threading.Thread`` constructor and methods."""
@@ -215,7 +218,7 @@ def _make_eventlet() -> Preset:
             self._kwargs = kwargs or {}
             self.name = name or "greenws"
             self.daemon = True
-            self._done = eventlet.green.threading.Event()
+            self._done = EventletEvent()
             self._gt: Any = None
 
         def _run(self) -> None:
@@ -233,6 +236,90 @@ def _make_eventlet() -> Preset:
 
         def is_alive(self) -> bool:
             return self._gt is not None and not self._done.is_set()
+
+    class EventletEvent:
+        """A ``threading.Event`` for green threads, small while nobody waits.
+
+        ``eventlet.green.threading.Event`` works but costs about 2 KiB (a
+        Condition with its deque); a connection holds two of them.  Waiters
+        here park on a one-shot ``eventlet.event.Event`` made for the wait.
+        """
+
+        __slots__ = ("_flag", "_waiters")
+
+        def __init__(self) -> None:
+            self._flag = False
+            self._waiters: Optional[List[Any]] = None
+
+        def is_set(self) -> bool:
+            return self._flag
+
+        isSet = is_set
+
+        def set(self) -> None:
+            self._flag = True
+            waiters, self._waiters = self._waiters, None
+            for waiter in waiters or ():
+                if not waiter.ready():
+                    waiter.send(True)
+
+        def clear(self) -> None:
+            self._flag = False
+
+        def wait(self, timeout: Optional[float] = None) -> bool:
+            if self._flag:
+                return True
+            waiter = eventlet.event.Event()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            try:
+                with eventlet.Timeout(timeout, False):
+                    waiter.wait()
+            finally:
+                if self._waiters is not None and waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            return self._flag
+
+    class EventletLock:
+        """A non-reentrant green lock, small while nobody waits (see above)."""
+
+        __slots__ = ("_locked", "_free")
+
+        def __init__(self) -> None:
+            self._locked = False
+            self._free: Any = None  # an EventletEvent while someone waits
+
+        def acquire(
+            self, blocking: bool = True, timeout: Optional[float] = None
+        ) -> bool:
+            if not self._locked:
+                self._locked = True
+                return True
+            if not blocking:
+                return False
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self._locked:
+                if self._free is None:
+                    self._free = EventletEvent()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._free.clear()
+                self._free.wait(remaining)
+            self._locked = True
+            return True
+
+        def release(self) -> None:
+            self._locked = False
+            if self._free is not None:
+                self._free.set()
+
+        def __enter__(self) -> bool:
+            return self.acquire()
+
+        def __exit__(self, *exc_info: object) -> None:
+            self.release()
 
     class EventletSelector(selectors.BaseSelector):
         """A one-socket selector built on the hub's own poller.
@@ -329,9 +416,9 @@ def _make_eventlet() -> Preset:
     return Preset(
         "eventlet",
         thread_class=EventletThread,
-        event_class=eventlet.green.threading.Event,
+        event_class=EventletEvent,
         selector_class=EventletSelector,
-        lock_class=eventlet.semaphore.Semaphore,
+        lock_class=EventletLock,
         create_connection=eventlet.green.socket.create_connection,
         wrap_ssl=wrap_ssl,
         readiness=EventletReadiness,
