@@ -1,10 +1,10 @@
 """The I/O loop shared by :class:`~greenws.Server` and :class:`~greenws.Client`.
 
-One background thread (or greenlet) per connection reads the socket, feeds
-:class:`~greenws.protocol.Protocol`, answers pings and closes, sends keepalive
-pings, and puts whole messages in a bounded queue that :meth:`receive` drains.
-Every write (user messages, pongs, pings, Close frames) goes through one lock
-and ``sendall``, so frames never interleave and are never cut short.
+Reading feeds :class:`~greenws.protocol.Protocol`, answers pings and closes,
+and puts whole messages in a bounded queue that :meth:`Base.receive` drains;
+who reads depends on the preset (see "reading" below).  Every write (user
+messages, pongs, pings, Close frames) goes through one lock and ``sendall``,
+so frames never interleave and are never cut short.
 """
 
 from __future__ import annotations
@@ -245,18 +245,18 @@ class Base:
         while not queue:
             if self._closing:
                 raise ConnectionClosed(self.close_reason, self.close_message)
+            remaining = None
             if timeout is not None:
                 if deadline is None:
                     deadline = time.monotonic() + timeout
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-            else:
-                remaining = None
+                remaining = max(deadline - time.monotonic(), 0.0)
             if self._readiness is not None and not self._reading:
+                # Hub mode: read here; with no time left, only what is there.
                 if not self._hub_read(remaining):
                     return None
                 continue
+            if remaining == 0.0:
+                return None
             self._message_event.clear()
             # Re-check after clear(): the reader may have just set it.
             if queue or self._closing:

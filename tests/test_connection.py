@@ -145,6 +145,22 @@ def test_receive_timeout_zero_returns_none(ws_pair, role):
     assert a.receive(timeout=WAIT) == "x"
 
 
+def test_receive_timeout_zero_returns_what_has_arrived(ws_pair, role):
+    """receive(0) reads data already in the socket, without yielding first."""
+    import select
+
+    a, b = pick(ws_pair(), role)
+    b.send("ready")
+    poller = select.poll()
+    poller.register(a.sock.fileno(), select.POLLIN)
+    deadline = time.monotonic() + WAIT
+    message = None
+    while message is None and time.monotonic() < deadline:
+        poller.poll(100)  # bounded wait until the bytes are here
+        message = a.receive(timeout=0)
+    assert message == "ready"
+
+
 def test_receive_timeout_then_message(ws_pair, role, rt):
     a, b = pick(ws_pair(), role)
     start = time.monotonic()
