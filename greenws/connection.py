@@ -9,6 +9,7 @@ so frames never interleave and are never cut short.
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import socket
@@ -21,6 +22,7 @@ from wsproto.utilities import LocalProtocolError
 from . import presets as _presets
 from . import registry as _registry
 from .errors import ConnectionClosed
+from .log import NORMAL_CODES, logger
 from .protocol import (
     ABNORMAL,
     CLOSE,
@@ -192,6 +194,14 @@ class Base:
             self._finish()
             return
         _registry.add(self)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s open %s <-> %s (%s)",
+                type(self).__name__,
+                self.local_address,
+                self.remote_address,
+                self.preset.name,
+            )
         if self._readiness is not None:
             self._arm()
         else:
@@ -638,6 +648,14 @@ class Base:
         if self._done:
             return
         _registry.discard(self)
+        logger.log(
+            logging.DEBUG if self.close_reason in NORMAL_CODES else logging.INFO,
+            "%s closed %s: %s %s",
+            type(self).__name__,
+            self.remote_address,
+            self.close_reason,
+            self.close_message or "",
+        )
         self.connected = False
         self._done = True
         self._closing = True

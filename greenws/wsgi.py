@@ -26,6 +26,7 @@ import sys
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
 
 from .errors import ConnectionClosed, HandshakeError
+from .log import logger
 
 __all__ = ["find_socket", "end_response", "WebSocketWSGI", "SUPPORTED_SERVERS"]
 
@@ -186,7 +187,7 @@ class WebSocketWSGI:
             pass
         except Exception:
             ws.close(1011, "internal error")
-            _log_handler_error()
+            logger.exception("WebSocket handler raised; closed with 1011")
         finally:
             ws.close()
         return end_response(ws.mode, start_response)
@@ -194,9 +195,3 @@ class WebSocketWSGI:
 
 def _is_upgrade(environ: Environ) -> bool:
     return "websocket" in str(environ.get("HTTP_UPGRADE", "")).lower()
-
-
-def _log_handler_error() -> None:
-    import logging
-
-    logging.getLogger("greenws").exception("WebSocket handler raised")
