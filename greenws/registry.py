@@ -25,10 +25,12 @@ _live: Set[Base] = set()
 
 
 def add(conn: Base) -> None:
+    """Called by a connection when it opens."""
     _live.add(conn)
 
 
 def discard(conn: Base) -> None:
+    """Called by a connection when it is over."""
     _live.discard(conn)
 
 
