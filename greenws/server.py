@@ -9,7 +9,7 @@ from .connection import Base
 from .errors import HandshakeError
 from .handshake import accept_request
 from .protocol import Protocol
-from .wsgi import find_socket
+from .wsgi import find_socket, is_websocket_upgrade
 
 __all__ = ["Server"]
 
@@ -114,7 +114,7 @@ class Server(Base):
             raise HandshakeError(
                 405, "WebSocket handshakes use GET", [("Allow", "GET")]
             )
-        if "websocket" not in str(environ.get("HTTP_UPGRADE", "")).lower():
+        if not is_websocket_upgrade(environ):
             raise HandshakeError(
                 426,
                 "This resource only accepts WebSocket connections",

@@ -28,7 +28,13 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
 from .errors import ConnectionClosed, HandshakeError
 from .log import logger
 
-__all__ = ["find_socket", "end_response", "WebSocketWSGI", "SUPPORTED_SERVERS"]
+__all__ = [
+    "find_socket",
+    "end_response",
+    "is_websocket_upgrade",
+    "WebSocketWSGI",
+    "SUPPORTED_SERVERS",
+]
 
 SUPPORTED_SERVERS = (
     "werkzeug, gunicorn (sync, gthread, gevent, eventlet workers), "
@@ -175,7 +181,7 @@ class WebSocketWSGI:
     def __call__(
         self, environ: Environ, start_response: StartResponse
     ) -> Iterable[bytes]:
-        if self.fallback is not None and not _is_upgrade(environ):
+        if self.fallback is not None and not is_websocket_upgrade(environ):
             return self.fallback(environ, start_response)
         try:
             ws = self.server_class.accept(environ, **self.options)
@@ -193,5 +199,6 @@ class WebSocketWSGI:
         return end_response(ws.mode, start_response)
 
 
-def _is_upgrade(environ: Environ) -> bool:
+def is_websocket_upgrade(environ: Environ) -> bool:
+    """Whether the request asks for a WebSocket (``Upgrade: websocket``)."""
     return "websocket" in str(environ.get("HTTP_UPGRADE", "")).lower()
