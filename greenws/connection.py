@@ -452,6 +452,15 @@ class Base:
         if not data:
             self._eof()
             return False
+        # TLS: a record larger than the read leaves decrypted bytes inside
+        # the SSL object, where no readiness check on the socket sees them.
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None:
+            try:
+                while pending():
+                    data += self.sock.recv(pending())
+            except (OSError, ValueError):
+                pass  # the next read reports it
         return self._handle(protocol.receive_data(data))
 
     def _room(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 
 import pytest
@@ -223,3 +224,32 @@ def test_two_connections_at_once(server):
         assert b.receive(timeout=10) == "b first"
         a.send("a second")
         assert a.receive(timeout=10) == "a second"
+
+
+@pytest.mark.parametrize("worker", ["gevent", "gthread"])
+def test_wss_on_gunicorn_with_tls(tmp_path, worker):
+    """gunicorn terminating TLS itself: messages spanning TLS records arrive."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    options = ["--certfile", str(cert_file), "--keyfile", str(key_file)]
+    hosted = HostedServer(f"gunicorn-{worker}", options=options)
+    try:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        url = f"wss://127.0.0.1:{hosted.port}/echo"
+        with greenws.Client.connect(url, ssl_context=context) as ws:
+            for size in (10, 10_000, 1 << 20):
+                payload = os.urandom(size)
+                ws.send(payload)
+                assert ws.receive(timeout=30) == payload
+    finally:
+        # The port probe of HostedServer opens and drops a TCP connection
+        # without TLS, which gevent logs with a traceback: not ours.
+        hosted.stop_and_check(re.compile(r"Error handling request|\" 500 "))
