@@ -119,9 +119,9 @@ def test_connection_refused(rt):
     assert info.value.status_code is None
 
 
-@pytest.mark.parametrize("status, body", [(403, b"forbidden"), (404, b""),
-                                          (500, b"oops")])
-def test_rejected_handshake_status_code(harness, rt, status, body):
+def _connecting_client(harness, rt):
+    """Client.connect() running in the background, and the server-side socket
+    it opened, with the upgrade request already read."""
     listener = harness.listener()
     port = listener.getsockname()[1]
     task = rt.spawn(greenws.Client.connect, f"ws://127.0.0.1:{port}/",
@@ -132,6 +132,13 @@ def test_rejected_handshake_status_code(harness, rt, status, body):
     harness.sockets.append(sock)
     sock.settimeout(WAIT)
     read_http_head(sock)
+    return task, sock
+
+
+@pytest.mark.parametrize("status, body", [(403, b"forbidden"), (404, b""),
+                                          (500, b"oops")])
+def test_rejected_handshake_status_code(harness, rt, status, body):
+    task, sock = _connecting_client(harness, rt)
     sock.sendall(f"HTTP/1.1 {status} Nope\r\nContent-Length: {len(body)}\r\n"
                  "\r\n".encode() + body)
     with pytest.raises(ConnectionError) as info:
@@ -140,15 +147,7 @@ def test_rejected_handshake_status_code(harness, rt, status, body):
 
 
 def test_server_hangs_up_during_handshake(harness, rt):
-    listener = harness.listener()
-    port = listener.getsockname()[1]
-    task = rt.spawn(greenws.Client.connect, f"ws://127.0.0.1:{port}/",
-                    preset=rt.preset)
-    harness.tasks.append(task)
-    listener.settimeout(WAIT)
-    sock, _ = listener.accept()
-    sock.settimeout(WAIT)
-    read_http_head(sock)
+    task, sock = _connecting_client(harness, rt)
     sock.close()
     with pytest.raises(ConnectionError):
         task.get()
