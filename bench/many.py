@@ -14,17 +14,13 @@ import errno
 import select
 import socket
 import time
-import zlib
 from typing import Dict, List, Optional
 
 from .rawclient import (
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
     BenchError,
     deflate_payload,
     frame,
-    parse_frame,
+    parse_message,
     parse_response,
     upgrade_request,
 )
@@ -150,29 +146,13 @@ class Many:
     @staticmethod
     def _echoed(conn: _Conn) -> bool:
         """True once a whole echoed message is in ``conn.buf`` (and checked)."""
-        parts = []
-        compressed = False
-        pos = 0
-        while True:
-            got = parse_frame(conn.buf, pos)
-            if got is None:
-                return False
-            fin, op, rsv1, payload, pos = got
-            if op in (OP_PING, OP_PONG):
-                continue
-            if op == OP_CLOSE:
-                raise BenchError(f"server closed: {payload[:2].hex()}")
-            if op:
-                compressed = rsv1
-            parts.append(payload)
-            if fin:
-                break
-        data = b"".join(parts)
-        if compressed:
-            data = zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff")
+        got = parse_message(conn.buf)
+        if got is None:
+            return False
+        _, data, end = got
         if data != MESSAGE:
             raise BenchError(f"wrong echo: {data[:40]!r}")
-        del conn.buf[:pos]
+        del conn.buf[:end]
         return True
 
     def close(self) -> None:

@@ -146,6 +146,39 @@ def parse_frame(
     return bool(b0 & 0x80), b0 & 0x0F, bool(b0 & 0x40), payload, end
 
 
+
+def parse_message(
+    buf: bytes | bytearray, start: int = 0
+) -> Optional[Tuple[int, bytes, int]]:
+    """Parse one whole data message at ``buf[start:]``, frames and all.
+
+    Returns ``(opcode, payload, end)`` -- inflated if it was compressed --
+    or ``None`` while incomplete.  Pings and pongs are skipped; a Close
+    frame raises :class:`BenchError`.
+    """
+    parts = []
+    opcode = 0
+    compressed = False
+    pos = start
+    while True:
+        got = parse_frame(buf, pos)
+        if got is None:
+            return None
+        fin, op, rsv1, payload, pos = got
+        if op in (OP_PING, OP_PONG):
+            continue
+        if op == OP_CLOSE:
+            raise BenchError(f"server closed: {payload[:2].hex()} {payload[2:]!r}")
+        if op != OP_CONT:
+            opcode, compressed = op, rsv1
+        parts.append(payload)
+        if fin:
+            break
+    data = b"".join(parts)
+    if compressed:
+        data = zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff")
+    return opcode, data, pos
+
 class RawClient:
     """One WebSocket connection driven with a plain blocking socket."""
 
@@ -169,30 +202,13 @@ class RawClient:
 
     def read_message(self) -> Tuple[int, bytes]:
         """Read frames until a whole data message is in; (opcode, payload)."""
-        parts = []
-        opcode = None
-        compressed = False
-        recv = self.sock.recv
         while True:
-            got = parse_frame(self.buf)
-            if got is None:
-                self._fill(recv)
-                continue
-            fin, op, rsv1, payload, end = got
-            del self.buf[:end]
-            if op in (OP_PING, OP_PONG):
-                continue
-            if op == OP_CLOSE:
-                raise BenchError(f"server closed: {payload[:2].hex()} {payload[2:]!r}")
-            if op != OP_CONT:
-                opcode, compressed = op, rsv1
-            parts.append(payload)
-            if fin:
-                break
-        data = b"".join(parts)
-        if compressed:
-            data = zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff")
-        return opcode or 0, data
+            got = parse_message(self.buf)
+            if got is not None:
+                opcode, data, end = got
+                del self.buf[:end]
+                return opcode, data
+            self._fill(self.sock.recv)
 
     def _fill(self, recv) -> None:
         """Append one read to the buffer; big reads when a big frame is due."""

@@ -38,6 +38,7 @@ import zlib
 from typing import Any, List, Optional, Tuple
 
 import pytest
+from conftest import read_http_head
 from rawws import RawClient
 from servers import KINDS, HostedServer, gunicorn_has_worker
 
@@ -464,12 +465,7 @@ class RawServer:
             sock, _ = self.listener.accept()
             self.sock = sock
             sock.settimeout(TIMEOUT)
-            head = b""
-            while not head.endswith(b"\r\n\r\n"):
-                byte = sock.recv(1)
-                if not byte:
-                    raise ConnectionError(f"EOF in request {head!r}")
-                head += byte
+            head = read_http_head(sock)
             self.request = head
             key = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", head).group(1).decode()
             extra = ""
