@@ -206,7 +206,8 @@ class Suite:
             return
         fn = (workloads.client_round_trips if kind == "client-rt"
               else workloads.client_throughput)
-        lib = name  # a client is its own library
+        # A client is its own library; the raw client is the reference.
+        lib = report.REFERENCE if name == workloads.RAW_CLIENT else name
         try:
             value = fn(name, server.port, self.args.seconds)
         except Exception as exc:  # noqa: BLE001

@@ -140,7 +140,8 @@ def parse_frame(
     end = pos + n
     if len(buf) < end:
         return None
-    payload = bytes(buf[pos:end])
+    with memoryview(buf) as view:  # one copy, and no view left to pin buf
+        payload = bytes(view[pos:end])
     if key is not None:
         payload = mask(payload, key)
     return bool(b0 & 0x80), b0 & 0x0F, bool(b0 & 0x40), payload, end
@@ -208,14 +209,27 @@ class RawClient:
                 opcode, data, end = got
                 del self.buf[:end]
                 return opcode, data
-            self._fill(self.sock.recv)
+            self._fill()
 
-    def _fill(self, recv) -> None:
-        """Append one read to the buffer; big reads when a big frame is due."""
-        chunk = recv(max(65536, self._wanted()))
-        if not chunk:
+    def _fill(self) -> None:
+        """Read more into the buffer: a big frame due is read straight into
+        place, without a temporary object per read."""
+        buf = self.buf
+        start = len(buf)
+        want = max(65536, self._wanted())
+        buf.extend(bytes(want))
+        got = 0
+        with memoryview(buf) as view:
+            while True:
+                n = self.sock.recv_into(view[start + got:])
+                if not n:
+                    break
+                got += n
+                if want <= 65536 or got == want:
+                    break
+        del buf[start + got:]
+        if not got:
             raise BenchError("server closed the connection")
-        self.buf += chunk
 
     def _wanted(self) -> int:
         buf = self.buf

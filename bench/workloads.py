@@ -13,7 +13,7 @@ import time
 from typing import Callable, Dict
 
 from .many import Many, wait_quiet
-from .rawclient import OP_BINARY, BenchError, RawClient, RawTCP, frame
+from .rawclient import OP_BINARY, OP_TEXT, BenchError, RawClient, RawTCP, frame
 from .servers import Running
 
 SMALL = b"0123456789abcdef" * 2  # 32 bytes of text
@@ -160,7 +160,30 @@ def _websocket_client(url: str):
     return send, ws.recv, ws.close
 
 
+def _raw_client(url: str):
+    """The bench's own raw client, as the reference: what the server allows."""
+    client = RawClient(int(url.rsplit(":", 1)[1].strip("/")))
+    framed: Dict[bytes, bytes] = {}  # pre-masked frames, as in section 1
+
+    def send(data):
+        payload = data.encode() if isinstance(data, str) else data
+        if payload not in framed:
+            framed[payload] = frame(payload, OP_TEXT if isinstance(data, str)
+                                    else OP_BINARY)
+        client.sock.sendall(framed[payload])
+
+    def recv():
+        opcode, payload = client.read_message()
+        return payload.decode() if opcode == OP_TEXT else payload
+
+    return send, recv, client.close
+
+
+#: The client-section name of :func:`_raw_client` (a reference, not a peer).
+RAW_CLIENT = "raw client"
+
 CLIENTS: Dict[str, Callable] = {
+    RAW_CLIENT: _raw_client,
     "greenws.Client": _greenws_client,
     "simple_websocket.Client": _simple_client,
     "websockets.sync.client": _websockets_client,

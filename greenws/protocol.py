@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
@@ -66,6 +66,10 @@ Action = Tuple[int, object]
 
 # Incomplete fast-path text frames up to this size are held until whole.
 _HOLD_TEXT = 16 * 1024
+# Reads shorter than this are merged when held (see Protocol._hold).
+_SMALL_READ = 4096
+# Binary frames from this size are joined without their header when whole.
+_BIG = 64 * 1024
 Message = Union[str, bytes]
 
 
@@ -79,7 +83,8 @@ class Protocol:
         "_size",
         "_failed",
         "_client",
-        "_buffer",
+        "_held",
+        "_big",
         "_wsproto_busy",
         "wanted",
     )
@@ -97,8 +102,12 @@ class Protocol:
         self._size = 0
         self._failed = False
         self._client = conn.client
-        # A fast-path frame that has not fully arrived yet.
-        self._buffer = bytearray()
+        # The received part of a fast-path frame that has not fully arrived,
+        # as the reads brought it (see _hold).
+        self._held: List[Union[bytes, bytearray, memoryview]] = []
+        # (first byte, masking key) of a held large frame whose header is
+        # held[0] and payload the rest (see _keep).
+        self._big: Optional[Tuple[int, Optional[bytes]]] = None
         # True while wsproto holds part of a frame or of a fragmented message
         # (from the start, if bytes came in right behind the handshake).
         self._wsproto_busy = not self._wsproto_idle()
@@ -149,10 +158,24 @@ class Protocol:
             return []
         if self._wsproto_busy:
             return self._through_wsproto(data, [])
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            view: Union[bytes, bytearray] = buffer
+        held = self._held
+        if held:
+            if len(data) < self.wanted:
+                self._hold(data)
+                return []
+            held.append(data)
+            self._held = []
+            big = self._big
+            if big is not None:
+                self._big = None
+                if len(data) == self.wanted:
+                    # This read completes a large frame exactly (reads are
+                    # sized to do so): one join makes the payload.
+                    self.wanted = 0
+                    first, key = big
+                    payload = b"".join(held[1:])
+                    return [(MESSAGE, _unmask(payload, key) if key else payload)]
+            view = b"".join(held)
         else:
             view = data
         actions: List[Action] = []
@@ -198,7 +221,10 @@ class Protocol:
                     # A long text frame goes to wsproto, which validates UTF-8
                     # as it arrives and fails fast on the first bad byte.
                     break
-                self._keep(view, pos, stop - pos)
+                self._keep(view, pos, stop - pos, start)
+                if length >= _BIG:
+                    key = bytes(view[start - 4 : start]) if want_mask else None
+                    self._big = (first, key)
                 return actions
             # One copy out of the read buffer: the unmasking itself, or a
             # plain copy when there is no mask.
@@ -218,19 +244,46 @@ class Protocol:
                 message = payload
             actions.append((MESSAGE, message))
             pos = stop
-        if buffer:
-            self._buffer = bytearray()
         self.wanted = 0
         if pos == end:
             return actions
         # Not a frame the fast path handles: wsproto takes over from here.
         return self._through_wsproto(bytes(view[pos:]), actions)
 
-    def _keep(self, view: Union[bytes, bytearray], pos: int, frame_size: int) -> None:
-        """Hold an incomplete fast-path frame until the rest arrives."""
-        if view is not self._buffer or pos:
-            self._buffer = bytearray(view[pos:])
-        self.wanted = frame_size - len(self._buffer)
+    def _keep(
+        self, view: bytes, pos: int, frame_size: int, start: Optional[int] = None
+    ) -> None:
+        """Hold the start of an incomplete fast-path frame; ``wanted`` is
+        what must arrive before it is worth parsing again.
+
+        ``start``, where the payload begins when the header is complete,
+        splits what is held into header and payload so that a large payload
+        can later be joined without its header (no second copy).
+        """
+        self._big = None
+        if start is None:
+            self._held = [view[pos:] if pos else view]
+        else:
+            self._held = [view[pos:start], memoryview(view)[start:]]
+        self.wanted = frame_size - (len(view) - pos)
+
+    def _hold(self, data: bytes) -> None:
+        """Add a read to the held frame.
+
+        The parts are joined once, when the frame is complete: growing one
+        buffer read by read costs far more for large frames (every growth
+        touches fresh memory).  Small reads go into a shared bytearray so
+        that a peer trickling bytes cannot make the list cost more than the
+        data.
+        """
+        held = self._held
+        if len(data) >= _SMALL_READ:
+            held.append(data)
+        elif type(held[-1]) is bytearray:
+            held[-1] += data
+        else:
+            held.append(bytearray(data))
+        self.wanted -= len(data)
 
     def _through_wsproto(self, data: bytes, actions: List[Action]) -> List[Action]:
         conn = self._conn
@@ -314,13 +367,16 @@ class _SmallQueue(List[Event]):
         return self.pop(0)
 
 
-def _unmask_python(payload: Union[bytes, memoryview], key: bytes) -> bytes:
-    """XOR ``payload`` with the 4-byte masking ``key`` (RFC 6455 5.3)."""
+def _unmask_python(
+    payload: Union[bytes, memoryview], key: bytes, prefix: bytes = b""
+) -> bytes:
+    """``prefix`` + ``payload`` XORed with the 4-byte masking ``key``
+    (RFC 6455 5.3)."""
     n = len(payload)
     if n < 2048:
         # One big-integer XOR: cheapest for small payloads.
         repeated = key * (n // 4 + 1)
-        return (
+        return prefix + (
             int.from_bytes(payload, "little") ^ int.from_bytes(repeated[:n], "little")
         ).to_bytes(n, "little")
     # Large payloads: every 4th byte shares a key byte, so four C-speed
@@ -329,7 +385,7 @@ def _unmask_python(payload: Union[bytes, memoryview], key: bytes) -> bytes:
     out = bytearray(payload)
     for i in range(4):
         out[i::4] = out[i::4].translate(tables[key[i]])
-    return bytes(out)
+    return prefix + out
 
 
 _XOR_TABLES: List[bytes] = []
@@ -342,10 +398,13 @@ def _xor_tables() -> List[bytes]:
     return _XOR_TABLES
 
 
+_unmask: Callable[..., bytes] = _unmask_python
 try:  # the C version (greenws/_speedups.c) when it could be built
-    from ._speedups import apply_mask as _unmask
+    from ._speedups import apply_mask
+
+    _unmask = apply_mask
 except ImportError:  # pragma: no cover - no compiler at install time
-    _unmask = _unmask_python
+    pass
 
 
 def _frame(first: int, payload: bytes, masked: bool) -> bytes:
@@ -360,5 +419,5 @@ def _frame(first: int, payload: bytes, masked: bool) -> bytes:
         header = struct.pack("!BBQ", first, mask_bit | 127, n)
     if masked:
         key = os.urandom(4)
-        return header + key + (_unmask(payload, key) if n else b"")
+        return _unmask(payload, key, header + key)
     return header + payload

@@ -107,6 +107,7 @@ class Server(Base):
         # I/O loop wants plain blocking calls.
         sock.settimeout(None)
         sock.sendall(response)
+        host.release()
         self._start(sock, Protocol(conn, max_message_size), False, host.pending)
 
     def _check_upgrade(self, environ: Dict[str, Any]) -> None:

@@ -46,12 +46,22 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
+def _nothing() -> None:
+    pass
+
+
 class Host(NamedTuple):
-    """What :func:`find_socket` learned from the environ."""
+    """What :func:`find_socket` learned from the environ.
+
+    ``release`` frees the server's own I/O buffers once the WebSocket owns
+    the socket: an idle connection should not keep kilobytes of HTTP buffer
+    the server will never use again.
+    """
 
     sock: Any
     mode: str
     pending: bytes
+    release: Callable[[], None] = _nothing
 
 
 def _buffered(rfile: Any, sock: Any) -> bytes:
@@ -74,6 +84,35 @@ def _buffered(rfile: Any, sock: Any) -> bytes:
     if not data:
         return b""
     return bytes(rfile.read(len(data)))
+
+
+def _closer(*files: Any) -> Callable[[], None]:
+    """Close a server's buffered reader and writer, which frees their buffers.
+
+    Only for servers that check, after the call, whether these are closed
+    before using them again (eventlet.wsgi, gevent.pywsgi); the socket stays
+    open because the file objects do not own it.
+    """
+
+    def close() -> None:
+        for f in files:
+            if f is not None:
+                f.close()
+
+    return close
+
+
+def _eventlet_handler(environ: Environ) -> Any:
+    """eventlet.wsgi's request handler, which holds a 16 KiB write buffer.
+
+    The environ does not name it; the ``eventlet.set_idle`` callback is a
+    closure over it.  ``None`` when that is not so (another eventlet version).
+    """
+    closure = getattr(environ.get("eventlet.set_idle"), "__closure__", None)
+    for cell in closure or ():
+        if hasattr(cell.cell_contents, "wfile"):
+            return cell.cell_contents
+    return None
 
 
 def _gunicorn_buffered(environ: Environ) -> bytes:
@@ -108,8 +147,13 @@ def find_socket(environ: Environ) -> Host:
     if "eventlet.input" in environ:
         wsgi_input = environ["eventlet.input"]
         sock = wsgi_input.get_socket()
+        rfile = getattr(wsgi_input, "rfile", None)
+        handler = _eventlet_handler(environ)
         return Host(
-            sock, "eventlet", _buffered(getattr(wsgi_input, "rfile", None), sock)
+            sock,
+            "eventlet",
+            _buffered(rfile, sock),
+            _closer(rfile, getattr(handler, "wfile", None)),
         )
     if str(environ.get("SERVER_SOFTWARE", "")).startswith("gevent"):
         # For upgrade requests gevent passes its raw reader as wsgi.input.
@@ -117,7 +161,7 @@ def find_socket(environ: Environ) -> Host:
         rfile = getattr(wsgi_input, "rfile", wsgi_input)
         sock = getattr(getattr(rfile, "raw", None), "_sock", None)
         if sock is not None:
-            return Host(sock, "gevent", _buffered(rfile, sock))
+            return Host(sock, "gevent", _buffered(rfile, sock), _closer(rfile))
     raise RuntimeError(
         "Cannot find the connection's socket in this WSGI environment; greenws "
         f"supports {SUPPORTED_SERVERS}."

@@ -62,6 +62,23 @@ def test_mode_and_preset_detected(server):
         assert data["target"] == "/info"
 
 
+SERVER_FILES = {
+    "eventlet": {"rfile": "closed", "wfile": "closed"},
+    "gevent": {"rfile": "closed"},
+    "gevent-patched": {"rfile": "closed"},
+}
+
+
+def test_server_io_buffers_released(server):
+    """eventlet.wsgi and gevent.pywsgi keep 8-16 KiB buffers per connection
+    that an idle WebSocket would otherwise hold for its whole life."""
+    ws, data = info(server)
+    with ws:
+        assert data["server_files"] == SERVER_FILES.get(server.kind, {})
+        ws.send("still works")
+        assert ws.receive(timeout=10) == "still works"
+
+
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 1 << 20, 16 << 20])
 def test_websockets_client_echo_byte_exact(server, size):
     payload = os.urandom(size)

@@ -175,6 +175,58 @@ def test_unmask_python_and_c_agree_with_plain_xor(size):
     assert protocol._unmask_python(memoryview(data), key) == expected
     assert protocol._unmask(memoryview(data), key) == expected
     assert protocol._unmask(data, key) == expected
+    # With a prefix (how a masked frame is built in one piece).
+    assert protocol._unmask_python(data, key, b"hd") == b"hd" + expected
+    assert protocol._unmask(data, key, b"hd") == b"hd" + expected
+
+
+def _feed(proto, data, sizes):
+    """Feed ``data`` in reads of the given sizes (cycled); all actions."""
+    actions, pos, i = [], 0, 0
+    while pos < len(data):
+        n = sizes[i % len(sizes)]
+        actions += proto.receive_data(data[pos:pos + n])
+        pos += n
+        i += 1
+    return actions
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [65536],  # reads that end exactly on the frame's end
+        [1000, 70001],  # mixed, ending past it: the next frame rides along
+        [3],  # a trickle: merged while held
+    ],
+    ids=["exact", "overlapping", "trickle"],
+)
+def test_large_frames_arriving_in_pieces(side, sizes):
+    proto = server_protocol() if side == "server" else client_protocol()
+    big = os.urandom((1 << 18) + 5)
+    mid = os.urandom(70000)
+    mask = side == "server"
+    data = frame(OP_BINARY, big, mask=mask) + frame(OP_TEXT, "after", mask=mask)
+    expected = [(MESSAGE, big), (MESSAGE, "after")]
+    if sizes != [3]:  # (keep the trickle short)
+        data += frame(OP_BINARY, mid, mask=mask) + frame(OP_PING, b"p", mask=mask)
+        expected += [(MESSAGE, mid), (PING, b"p")]
+    actions = _feed(proto, data, sizes)
+    assert actions[: len(expected)] == expected
+    assert all(type(value) in (str, bytes) for _, value in actions)
+    assert proto.wanted >= 0
+
+
+def test_held_trickle_costs_no_more_than_its_bytes():
+    """A peer sending a large frame a byte at a time must not make the held
+    parts (one object per read) cost many times the data."""
+    proto = server_protocol()
+    data = frame(OP_BINARY, os.urandom(100000), mask=True)
+    for i in range(50000):
+        assert proto.receive_data(data[i:i + 1]) == []
+    assert len(proto._held) <= 3
+    assert proto.wanted == len(data) - 50000
+    assert proto.receive_data(data[50000:])[0][0] == MESSAGE
 
 
 def test_c_speedups_are_built_here():

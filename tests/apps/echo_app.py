@@ -16,8 +16,28 @@ import os
 from urllib.parse import parse_qs
 
 import greenws
+from greenws.wsgi import _eventlet_handler
 
 LAST_CLOSE = {}
+
+
+def _server_files(environ):
+    """State of the hosting server's buffered files for this request."""
+    if "eventlet.input" in environ:
+        handler = _eventlet_handler(environ)
+        files = {
+            "rfile": environ["eventlet.input"].rfile,
+            "wfile": getattr(handler, "wfile", None),
+        }
+    elif str(environ.get("SERVER_SOFTWARE", "")).startswith("gevent"):
+        wsgi_input = environ["wsgi.input"]
+        files = {"rfile": getattr(wsgi_input, "rfile", wsgi_input)}
+    else:
+        return {}
+    return {
+        name: "missing" if f is None else "closed" if f.closed else "open"
+        for name, f in files.items()
+    }
 
 
 def echo(ws):
@@ -32,6 +52,7 @@ def echo(ws):
                     "subprotocol": ws.subprotocol,
                     "target": ws.target,
                     "pid": os.getpid(),
+                    "server_files": _server_files(ws.environ),
                 }
             )
         )
