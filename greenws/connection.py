@@ -84,6 +84,7 @@ class Base:
         "local_address",
         "remote_address",
         "sock",
+        "_tls_pending",
         "_owns_socket",
         "_protocol",
         "_queue",
@@ -161,6 +162,8 @@ class Base:
         """Begin the open phase on ``sock`` (handshake already done)."""
         event_class = self.event_class
         self.sock = sock
+        # Looked up once: a missing attribute is slow on green sockets.
+        self._tls_pending = getattr(sock, "pending", None)
         self._owns_socket = owns_socket
         self._protocol = protocol
         # A list, not a deque: it holds at most max_queue messages, and an
@@ -454,7 +457,7 @@ class Base:
             return False
         # TLS: a record larger than the read leaves decrypted bytes inside
         # the SSL object, where no readiness check on the socket sees them.
-        pending = getattr(self.sock, "pending", None)
+        pending = self._tls_pending
         if pending is not None:
             try:
                 while pending():

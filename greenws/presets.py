@@ -166,7 +166,11 @@ def _make_gevent() -> Preset:
             self._io.stop()
 
         def wait(self, timeout: Optional[float]) -> bool:
-            if timeout is not None and timeout <= 0:
+            if timeout is None:
+                # The common case (a receive() without timeout): no timer.
+                self._hub.wait(self._io)
+                return True
+            if timeout <= 0:
                 return _readable_now(self._fd)
             timer = gevent.Timeout(timeout)
             timer.start()
