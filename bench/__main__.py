@@ -7,7 +7,13 @@ Sections, in order:
 2. servers under gevent and eventlet with many idle connections:
    ``many-<N>/<server>`` and ``many-<N>-deflate/<server>``;
 3. client libraries against one fixed server (websockets' sync server):
-   ``client-rt/<client>`` and ``client-mib/<client>``.
+   ``client-rt/<client>`` and ``client-mib/<client>``, with the raw client of
+   section 1 as the reference for what that server allows.
+
+Where a target applies, the ratio line also gives its ceiling: the raw
+reference's own ratio to the same peer (raw TCP echo for servers, the raw
+client for clients).  A target above its ceiling cannot be met on this
+machine by any library.
 
 ``--only REGEX`` keeps the measurements whose id matches (``re.search``),
 e.g. ``--only 'rt/(greenws|simple)-werkzeug'`` or ``--only gevent``.

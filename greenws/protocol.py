@@ -71,6 +71,8 @@ _SMALL_READ = 4096
 # Binary frames from this size are joined without their header when whole.
 _BIG = 64 * 1024
 Message = Union[str, bytes]
+# What a held part of an incomplete frame can be (see Protocol._hold).
+_Held = Union[bytes, bytearray, memoryview]
 
 
 class Protocol:
@@ -104,7 +106,7 @@ class Protocol:
         self._client = conn.client
         # The received part of a fast-path frame that has not fully arrived,
         # as the reads brought it (see _hold).
-        self._held: List[Union[bytes, bytearray, memoryview]] = []
+        self._held: List[_Held] = []
         # (first byte, masking key) of a held large frame whose header is
         # held[0] and payload the rest (see _keep).
         self._big: Optional[Tuple[int, Optional[bytes]]] = None
@@ -173,8 +175,9 @@ class Protocol:
                     # sized to do so): one join makes the payload.
                     self.wanted = 0
                     first, key = big
-                    payload = b"".join(held[1:])
-                    return [(MESSAGE, _unmask(payload, key) if key else payload)]
+                    parts = held[1:]
+                    payload = _unmask_parts(parts, key) if key else b"".join(parts)
+                    return [(MESSAGE, payload)]
             view = b"".join(held)
         else:
             view = data
@@ -398,11 +401,17 @@ def _xor_tables() -> List[bytes]:
     return _XOR_TABLES
 
 
-_unmask: Callable[..., bytes] = _unmask_python
-try:  # the C version (greenws/_speedups.c) when it could be built
-    from ._speedups import apply_mask
+def _unmask_parts_python(parts: List[_Held], key: bytes) -> bytes:
+    """Join ``parts`` and unmask the result."""
+    return _unmask_python(b"".join(parts), key)
 
-    _unmask = apply_mask
+
+_unmask: Callable[..., bytes] = _unmask_python
+_unmask_parts: Callable[[List[_Held], bytes], bytes] = _unmask_parts_python
+try:  # the C versions (greenws/_speedups.c) when they could be built
+    from ._speedups import apply_mask, unmask_parts
+
+    _unmask, _unmask_parts = apply_mask, unmask_parts
 except ImportError:  # pragma: no cover - no compiler at install time
     pass
 

@@ -1,7 +1,9 @@
 """Smoke test of the benchmark suite, so that ``make bench`` cannot silently rot.
 
-It runs one tiny selection (greenws and simple-websocket on werkzeug, round
-trips only) and checks that the suite exits cleanly and prints a ratio.
+It runs tiny selections (servers: greenws and simple-websocket on werkzeug;
+clients: greenws's, simple-websocket's and the raw reference) and checks that
+the suite exits cleanly and prints the ratios, with the ceiling the raw
+reference sets where a target applies.
 Timing numbers are not checked: tests never judge performance.
 """
 
@@ -12,15 +14,28 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_bench_quick_runs_and_prints_a_ratio():
+def _quick_bench(only):
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--reps", "1",
-         "--seconds", "0.2", "--only", r"^rt/(greenws|simple)-werkzeug$"],
+         "--seconds", "0.2", "--only", only],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "ratio greenws-werkzeug / simple-werkzeug" in proc.stdout, proc.stdout
     assert "FAILED" not in proc.stdout, proc.stdout
+    return proc.stdout
+
+
+def test_bench_quick_runs_and_prints_a_ratio():
+    out = _quick_bench(r"^rt/(greenws|simple)-werkzeug$")
+    assert "ratio greenws-werkzeug / simple-werkzeug" in out, out
+
+
+def test_bench_client_section_reports_the_raw_ceiling():
+    out = _quick_bench(
+        r"^client-rt/(raw client|greenws\.Client|simple_websocket\.Client)$"
+    )
+    assert "ratio greenws.Client / simple_websocket.Client" in out, out
+    assert "(ceiling set by raw client:" in out, out

@@ -180,6 +180,25 @@ def test_unmask_python_and_c_agree_with_plain_xor(size):
     assert protocol._unmask(data, key, b"hd") == b"hd" + expected
 
 
+@pytest.mark.parametrize(
+    "sizes", [[], [0], [1], [3, 5], [7, 1, 9, 70001], [65536] * 3, list(range(1, 12))]
+)
+def test_unmask_parts_equals_unmasking_the_joined_parts(sizes):
+    """Held reads are unmasked in one pass, each at its offset in the key."""
+    from greenws import protocol
+
+    parts = [os.urandom(n) for n in sizes]
+    key = os.urandom(4)
+    expected = protocol._unmask_python(b"".join(parts), key)
+    # Parts come as bytes, bytearray (merged small reads) and memoryview.
+    mixed = [
+        (bytearray, memoryview, bytes)[i % 3](part) for i, part in enumerate(parts)
+    ]
+    assert protocol._unmask_parts(parts, key) == expected
+    assert protocol._unmask_parts(mixed, key) == expected
+    assert protocol._unmask_parts_python(mixed, key) == expected
+
+
 def _feed(proto, data, sizes):
     """Feed ``data`` in reads of the given sizes (cycled); all actions."""
     actions, pos, i = [], 0, 0
@@ -239,3 +258,7 @@ def test_c_speedups_are_built_here():
 
     with pytest.raises(ValueError):
         _speedups.apply_mask(b"data", b"abc")
+    with pytest.raises(ValueError):
+        _speedups.unmask_parts([b"data"], b"abc")
+    with pytest.raises(TypeError):
+        _speedups.unmask_parts([b"data", 1], b"abcd")
