@@ -224,10 +224,12 @@ class Protocol:
                     # A long text frame goes to wsproto, which validates UTF-8
                     # as it arrives and fails fast on the first bad byte.
                     break
-                self._keep(view, pos, stop - pos, start)
                 if length >= _BIG:
+                    self._keep(view, pos, stop - pos, start)
                     key = bytes(view[start - 4 : start]) if want_mask else None
                     self._big = (first, key)
+                else:
+                    self._keep(view, pos, stop - pos)
                 return actions
             # One copy out of the read buffer: the unmasking itself, or a
             # plain copy when there is no mask.
@@ -259,9 +261,10 @@ class Protocol:
         """Hold the start of an incomplete fast-path frame; ``wanted`` is
         what must arrive before it is worth parsing again.
 
-        ``start``, where the payload begins when the header is complete,
-        splits what is held into header and payload so that a large payload
-        can later be joined without its header (no second copy).
+        ``start`` (large frames only), where the payload begins, splits what
+        is held into header and payload so that the payload can later be
+        joined without its header (no second copy).  Smaller frames keep a
+        copy of their start, not a view pinning the whole read.
         """
         self._big = None
         if start is None:
