@@ -11,9 +11,12 @@ Sections, in order:
    section 1 as the reference for what that server allows.
 
 Where a target applies, the ratio line also gives its ceiling: the raw
-reference's own ratio to the same peer (raw TCP echo for servers, the raw
-client for clients).  A target above its ceiling cannot be met on this
-machine by any library.
+reference's own ratio to the same peer.  For a server that is the raw
+WebSocket echo on the peer's host (``raw-gevent``, ``raw-pywsgi``,
+``raw-eventlet``: what that host costs with no library in the way) or else
+the raw TCP echo; for a client, the raw client.  A target above its ceiling
+cannot be met by any library on that host.  A memory target likewise shows
+the floor the raw echo sets on the same host.
 
 ``--only REGEX`` keeps the measurements whose id matches (``re.search``),
 e.g. ``--only 'rt/(greenws|simple)-werkzeug'`` or ``--only gevent``.
@@ -100,7 +103,7 @@ class Suite:
 
     def single(self) -> None:
         jobs = [(kind, spec) for kind in ("rt", "mib") for spec in SERVERS
-                if self.wanted(f"{kind}/{spec.name}")]
+                if (spec.mib or kind != "mib") and self.wanted(f"{kind}/{spec.name}")]
         if not jobs:
             return
         print("\n== servers, one connection (raw client) ==", flush=True)

@@ -45,6 +45,47 @@ def greenws_app(environ, start_response):
     return _greenws(environ, start_response)
 
 
+# -- the raw reference -------------------------------------------------------
+
+def raw_app(environ, start_response):
+    """The least a WebSocket echo can do on this host: the floor for greenws.
+
+    It answers the upgrade by hand, frees the host's HTTP buffers as greenws
+    does, and echoes frames as they come, checking nothing (no UTF-8, no
+    fragmentation, no limits) -- only for the bench's own client.
+    """
+    from bench import rawclient
+    from greenws import wsgi
+
+    host = wsgi.find_socket(environ)
+    sock = host.sock
+    sock.settimeout(None)
+    sock.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+        + rawclient.accept_for(environ["HTTP_SEC_WEBSOCKET_KEY"]).encode()
+        + b"\r\n\r\n"
+    )
+    host.release()
+    buf = bytearray(host.pending)
+    while True:
+        got = rawclient.parse_frame(buf)
+        if got is None:
+            data = sock.recv(262144)
+            if not data:
+                break
+            buf += data
+            continue
+        _, opcode, _, payload, end = got
+        del buf[:end]
+        if opcode == rawclient.OP_PING:
+            opcode = rawclient.OP_PONG
+        sock.sendall(rawclient.frame(payload, opcode, masked=False))
+        if opcode == rawclient.OP_CLOSE:
+            break
+    return wsgi.end_response(host.mode, start_response)
+
+
 # -- simple-websocket --------------------------------------------------------
 
 class _Handled(ConnectionAbortedError):

@@ -22,9 +22,15 @@ from typing import Optional, Tuple
 
 #: Fixed Sec-WebSocket-Key (any 16 bytes, base64) and the accept value it needs.
 KEY = base64.b64encode(b"greenws-bench-16").decode()
-ACCEPT = base64.b64encode(
-    hashlib.sha1((KEY + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
-).decode()
+
+
+def accept_for(key: str) -> str:
+    """The Sec-WebSocket-Accept value that answers ``key``."""
+    digest = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode())
+    return base64.b64encode(digest.digest()).decode()
+
+
+ACCEPT = accept_for(KEY)
 #: Fixed masking key: masking is the client's job, but it need only be done once.
 MASK = b"\x5a\x3c\x96\xe1"
 
@@ -81,16 +87,21 @@ def mask(payload: bytes, key: bytes = MASK) -> bytes:
     )
 
 
-def frame(payload: bytes, opcode: int = OP_TEXT, rsv1: bool = False) -> bytes:
-    """A complete masked client frame (FIN set)."""
+def frame(
+    payload: bytes, opcode: int = OP_TEXT, rsv1: bool = False, masked: bool = True
+) -> bytes:
+    """A complete frame (FIN set): masked as a client sends, or as a server."""
     first = 0x80 | opcode | (0x40 if rsv1 else 0)
+    bit = 0x80 if masked else 0
     n = len(payload)
     if n < 126:
-        head = struct.pack("!BB", first, 0x80 | n)
+        head = struct.pack("!BB", first, bit | n)
     elif n < 65536:
-        head = struct.pack("!BBH", first, 0x80 | 126, n)
+        head = struct.pack("!BBH", first, bit | 126, n)
     else:
-        head = struct.pack("!BBQ", first, 0x80 | 127, n)
+        head = struct.pack("!BBQ", first, bit | 127, n)
+    if not masked:
+        return head + payload
     return head + MASK + mask(payload)
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Dict, List, Optional, Tuple
 
+from .servers import BY_NAME, RAW
+
 #: metric -> (unit, True if higher is better)
 METRICS: Dict[str, Tuple[str, bool]] = {
     "rt_per_s": ("round trips/s", True),
@@ -26,9 +28,10 @@ METRICS: Dict[str, Tuple[str, bool]] = {
     "burst_s": ("s to echo on all", False),
 }
 
-#: The library name of the physical references: a raw TCP echo server, and
+#: The library name of the references: the raw TCP echo server (the physical
+#: floor), the raw WebSocket echo on each green host (that host's floor), and
 #: the raw client against the client section's fixed server.
-REFERENCE = "raw-tcp"
+REFERENCE = RAW
 
 #: (workload prefix, metric, peer lib) -> (kind, value): the issue's targets.
 #: kind "ratio>=" / "ratio<=" compares greenws/peer; "abs<=" is absolute.
@@ -153,8 +156,10 @@ def ratios(results: Results) -> List[str]:
                 or p.lib in ("greenws", "greenws.Client")
             ):
                 continue
-            same_runtime = p.runtime == g.runtime
-            if not same_runtime and p.lib != REFERENCE:
+            if p.lib == REFERENCE:
+                if not _same_host(p, g) and p.runtime != "threads":
+                    continue
+            elif p.runtime != g.runtime:
                 continue
             if p.median is None or p.median == 0:
                 lines.append(
@@ -171,7 +176,7 @@ def ratios(results: Results) -> List[str]:
                 ok = r >= limit if kind == "ratio>=" else r <= limit
                 sign = ">=" if kind == "ratio>=" else "<="
                 mark = f"  target {sign} {limit:g}x: {'MET' if ok else 'MISSED'}"
-                mark += _ceiling(rows, p)
+                mark += _ceiling(rows, g, p)
             lines.append(
                 f"ratio {g.name} / {p.name} [{g.workload}, {unit}, {better} is "
                 f"better]: {r:.2f}x{mark}"
@@ -179,25 +184,44 @@ def ratios(results: Results) -> List[str]:
         limit = ABS_TARGETS.get((_kind(g.workload), g.metric))
         if limit is not None:
             ok = g.median <= limit
+            ref = _reference(rows, g)
+            floor = f" (floor set by {ref.name}: {ref.median:.1f})" if ref else ""
             lines.append(
                 f"target {g.name} [{g.workload}, {unit}] = {g.median:.1f} <= "
-                f"{limit:g}: {'MET' if ok else 'MISSED'}"
+                f"{limit:g}: {'MET' if ok else 'MISSED'}{floor}"
             )
     return lines
 
 
-def _ceiling(rows: List[Row], peer: Row) -> str:
-    """The best ratio any library could reach against ``peer``.
+def _same_host(a: Row, b: Row) -> bool:
+    spec_a, spec_b = BY_NAME.get(a.name), BY_NAME.get(b.name)
+    return spec_a is not None and spec_b is not None and spec_a.host == spec_b.host
 
-    That is the reference's (raw TCP echo, or the raw client) own ratio to
-    the peer: a target above it asks for more than the machine does.
+
+def _reference(rows: List[Row], row: Row) -> Optional[Row]:
+    """The reference measured with ``row``: the raw echo on its host if there
+    is one, else the raw TCP echo (or the raw client)."""
+    refs = [r for r in rows if r.lib == REFERENCE and r.workload == row.workload
+            and r.metric == row.metric and r.median]
+    for ref in refs:
+        if _same_host(ref, row):
+            return ref
+    for ref in refs:
+        if ref.runtime == "threads":
+            return ref
+    return None
+
+
+def _ceiling(rows: List[Row], row: Row, peer: Row) -> str:
+    """The best ratio any library on ``row``'s host could reach against ``peer``.
+
+    That is the reference's own ratio to the peer: a target above it asks
+    for more than the host (or the machine) does.
     """
-    for ref in rows:
-        if (ref.lib == REFERENCE and ref.workload == peer.workload
-                and ref.metric == peer.metric and ref.median and peer.median):
-            r = ref.median / peer.median
-            return f" (ceiling set by {ref.name}: {r:.2f}x)"
-    return ""
+    ref = _reference(rows, row)
+    if ref is None or not peer.median:
+        return ""
+    return f" (ceiling set by {ref.name}: {ref.median / peer.median:.2f}x)"
 
 
 def machine() -> List[str]:

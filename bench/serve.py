@@ -20,7 +20,7 @@ if NAME.endswith("-eventlet"):
     import eventlet
 
     eventlet.monkey_patch()
-elif NAME in ("geventws-pywsgi", "greenws-pywsgi"):
+elif NAME.endswith("-pywsgi"):
     from gevent import monkey
 
     monkey.patch_all()
@@ -124,6 +124,10 @@ def run(name: str, port: int) -> None:
         _websockets(port)
     elif name == "raw-tcp":
         _raw_tcp(port)
+    elif name == "raw-eventlet":
+        _eventlet(apps.raw_app, port)
+    elif name == "raw-pywsgi":
+        _pywsgi(apps.raw_app, port)
     else:
         raise SystemExit(f"unknown server {name!r}")
 

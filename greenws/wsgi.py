@@ -102,6 +102,32 @@ def _closer(*files: Any) -> Callable[[], None]:
     return close
 
 
+# The request headers eventlet.wsgi reads again once the application has
+# returned: to decide on keep-alive, and to log the client's address.
+_EVENTLET_READS_LATER = frozenset({"connection", "x-forwarded-for"})
+
+
+def _eventlet_release(handler: Any, rfile: Any) -> Callable[[], None]:
+    """Free eventlet.wsgi's buffers and the parsed headers it will not read.
+
+    The handler keeps its parsed request headers (an ``email`` message of a
+    few hundred bytes per header) for the connection's whole life, though it
+    has already copied them into the environ.
+    """
+    close = _closer(rfile, getattr(handler, "wfile", None))
+
+    def release() -> None:
+        close()
+        headers: Any = getattr(handler, "headers", None)
+        if not hasattr(headers, "keys"):
+            return
+        unread = {k for k in headers.keys() if k.lower() not in _EVENTLET_READS_LATER}
+        for name in unread:
+            del headers[name]
+
+    return release
+
+
 def _eventlet_handler(environ: Environ) -> Any:
     """eventlet.wsgi's request handler, which holds a 16 KiB write buffer.
 
@@ -153,7 +179,7 @@ def find_socket(environ: Environ) -> Host:
             sock,
             "eventlet",
             _buffered(rfile, sock),
-            _closer(rfile, getattr(handler, "wfile", None)),
+            _eventlet_release(handler, rfile),
         )
     if str(environ.get("SERVER_SOFTWARE", "")).startswith("gevent"):
         # For upgrade requests gevent passes its raw reader as wsgi.input.

@@ -1,9 +1,10 @@
 """Smoke test of the benchmark suite, so that ``make bench`` cannot silently rot.
 
 It runs tiny selections (servers: greenws and simple-websocket on werkzeug;
-clients: greenws's, simple-websocket's and the raw reference) and checks that
-the suite exits cleanly and prints the ratios, with the ceiling the raw
-reference sets where a target applies.
+many connections on eventlet.wsgi with its raw echo; clients: greenws's,
+simple-websocket's and the raw reference) and checks that the suite exits
+cleanly and prints the ratios, with the ceiling (or floor) the raw reference
+sets where a target applies.
 Timing numbers are not checked: tests never judge performance.
 """
 
@@ -39,3 +40,10 @@ def test_bench_client_section_reports_the_raw_ceiling():
     )
     assert "ratio greenws.Client / simple_websocket.Client" in out, out
     assert "(ceiling set by raw client:" in out, out
+
+
+def test_bench_many_section_reports_the_host_floor():
+    out = _quick_bench(r"^many-100/(raw|greenws|simple)-eventlet$")
+    assert "ratio greenws-eventlet / simple-eventlet" in out, out
+    assert "(ceiling set by raw-eventlet:" in out, out
+    assert "(floor set by raw-eventlet:" in out, out

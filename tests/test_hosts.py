@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import time
 
 import pytest
 from rawws import RawClient, close_frame, frame, handshake_request
@@ -63,7 +64,12 @@ def test_mode_and_preset_detected(server):
 
 
 SERVER_FILES = {
-    "eventlet": {"rfile": "closed", "wfile": "closed"},
+    # eventlet.wsgi keeps the two headers it reads after the app returns.
+    "eventlet": {
+        "rfile": "closed",
+        "wfile": "closed",
+        "headers": ["connection", "x-forwarded-for"],
+    },
     "gevent": {"rfile": "closed"},
     "gevent-patched": {"rfile": "closed"},
 }
@@ -71,12 +77,20 @@ SERVER_FILES = {
 
 def test_server_io_buffers_released(server):
     """eventlet.wsgi and gevent.pywsgi keep 8-16 KiB buffers per connection
-    that an idle WebSocket would otherwise hold for its whole life."""
-    ws, data = info(server)
+    that an idle WebSocket would otherwise hold for its whole life (and
+    eventlet.wsgi its parsed copy of the request headers)."""
+    headers = {"X-Forwarded-For": "203.0.113.7", "User-Agent": "x" * 300}
+    ws, data = info(server, headers=headers)
     with ws:
         assert data["server_files"] == SERVER_FILES.get(server.kind, {})
         ws.send("still works")
         assert ws.receive(timeout=10) == "still works"
+    if server.kind == "eventlet":
+        # Its access log still names the forwarded client, once the app ends.
+        deadline = time.monotonic() + 10
+        while "203.0.113.7" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "203.0.113.7,127.0.0.1" in server.output()
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 1 << 20, 16 << 20])

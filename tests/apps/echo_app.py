@@ -34,10 +34,13 @@ def _server_files(environ):
         files = {"rfile": getattr(wsgi_input, "rfile", wsgi_input)}
     else:
         return {}
-    return {
+    state = {
         name: "missing" if f is None else "closed" if f.closed else "open"
         for name, f in files.items()
     }
+    if "eventlet.input" in environ:
+        state["headers"] = sorted(k.lower() for k in handler.headers.keys())
+    return state
 
 
 def echo(ws):
