@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Dict, List, Optional, Tuple
 
-from .servers import BY_NAME, RAW
+from .servers import BY_NAME, PHYSICAL, RAW
 
 #: metric -> (unit, True if higher is better)
 METRICS: Dict[str, Tuple[str, bool]] = {
@@ -157,7 +157,7 @@ def ratios(results: Results) -> List[str]:
             ):
                 continue
             if p.lib == REFERENCE:
-                if not _same_host(p, g) and p.runtime != "threads":
+                if not _same_host(p, g) and not _physical(p):
                     continue
             elif p.runtime != g.runtime:
                 continue
@@ -198,6 +198,11 @@ def _same_host(a: Row, b: Row) -> bool:
     return spec_a is not None and spec_b is not None and spec_a.host == spec_b.host
 
 
+def _physical(ref: Row) -> bool:
+    """The raw TCP echo, or the raw client (which has no host of its own)."""
+    return ref.name == PHYSICAL or ref.name not in BY_NAME
+
+
 def _reference(rows: List[Row], row: Row) -> Optional[Row]:
     """The reference measured with ``row``: the raw echo on its host if there
     is one, else the raw TCP echo (or the raw client)."""
@@ -207,7 +212,7 @@ def _reference(rows: List[Row], row: Row) -> Optional[Row]:
         if _same_host(ref, row):
             return ref
     for ref in refs:
-        if ref.runtime == "threads":
+        if _physical(ref):
             return ref
     return None
 

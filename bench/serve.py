@@ -124,6 +124,8 @@ def run(name: str, port: int) -> None:
         _websockets(port)
     elif name == "raw-tcp":
         _raw_tcp(port)
+    elif name == "raw-werkzeug":
+        _werkzeug(apps.raw_app, port)
     elif name == "raw-eventlet":
         _eventlet(apps.raw_app, port)
     elif name == "raw-pywsgi":

@@ -37,9 +37,11 @@ class ServerSpec:
 
 #: The library name of the references: what any library could reach at best.
 RAW = "raw"
+#: The reference for hosts without a raw WebSocket echo of their own.
+PHYSICAL = "raw-tcp"
 
 SERVERS: List[ServerSpec] = [
-    ServerSpec("raw-tcp", RAW, "threads", "socket + threads", deflate=False),
+    ServerSpec(PHYSICAL, RAW, "threads", "socket + threads", deflate=False),
     ServerSpec("greenws-werkzeug", "greenws", "threads", "werkzeug threaded"),
     ServerSpec("simple-werkzeug", "simple-websocket", "threads", "werkzeug threaded"),
     ServerSpec(
@@ -56,8 +58,9 @@ SERVERS: List[ServerSpec] = [
     ServerSpec(
         "eventletws-eventlet", "eventlet.websocket", "eventlet", "eventlet.wsgi"
     ),
-    # The least a WebSocket echo costs on each green host (bench.apps.raw_app).
+    # The least a WebSocket echo costs on each host (bench.apps.raw_app).
     # Its Python unmasking makes it no reference for 1 MiB: raw-tcp is that.
+    ServerSpec("raw-werkzeug", RAW, "threads", "werkzeug threaded", False, False),
     ServerSpec("raw-gevent", RAW, "gevent", "gunicorn -k gevent", False, False),
     ServerSpec("raw-pywsgi", RAW, "gevent", "gevent.pywsgi", False, False),
     ServerSpec("raw-eventlet", RAW, "eventlet", "eventlet.wsgi", False, False),

@@ -14,7 +14,7 @@ from typing import Callable, Dict
 
 from .many import Many, wait_quiet
 from .rawclient import OP_BINARY, OP_TEXT, BenchError, RawClient, RawTCP, frame
-from .servers import Running
+from .servers import PHYSICAL, Running
 
 SMALL = b"0123456789abcdef" * 2  # 32 bytes of text
 BIG = bytes(range(256)) * 4096  # 1 MiB, binary
@@ -24,7 +24,7 @@ TIMEOUT = 30.0
 
 
 def _client_for(server: Running):
-    return (RawTCP if server.spec.name == "raw-tcp" else RawClient)(server.port)
+    return (RawTCP if server.spec.name == PHYSICAL else RawClient)(server.port)
 
 
 def round_trips(server: Running, seconds: float) -> float:
