@@ -105,33 +105,27 @@ def _raw_tcp(port):
         threading.Thread(target=echo, args=(conn,), daemon=True).start()
 
 
+#: Servers named ``<app>-<host>``: how to start each host, and each app.
+_HOSTS = {"werkzeug": _werkzeug, "eventlet": _eventlet, "pywsgi": _pywsgi}
+_APPS = {
+    "greenws": lambda: apps.greenws_app,
+    "simple": lambda: apps.simple_app,
+    "raw": lambda: apps.raw_app,
+    "eventletws": apps.make_eventletws_app,  # only after monkey-patching
+}
+#: Servers that bring their own host.
+_OWN_HOST = {"geventws-pywsgi": _geventws, "websockets-sync": _websockets,
+             "raw-tcp": _raw_tcp}
+
+
 def run(name: str, port: int) -> None:
-    if name == "greenws-werkzeug":
-        _werkzeug(apps.greenws_app, port)
-    elif name == "simple-werkzeug":
-        _werkzeug(apps.simple_app, port)
-    elif name == "greenws-eventlet":
-        _eventlet(apps.greenws_app, port)
-    elif name == "simple-eventlet":
-        _eventlet(apps.simple_app, port)
-    elif name == "eventletws-eventlet":
-        _eventlet(apps.make_eventletws_app(), port)
-    elif name == "geventws-pywsgi":
-        _geventws(port)
-    elif name == "greenws-pywsgi":
-        _pywsgi(apps.greenws_app, port)
-    elif name == "websockets-sync":
-        _websockets(port)
-    elif name == "raw-tcp":
-        _raw_tcp(port)
-    elif name == "raw-werkzeug":
-        _werkzeug(apps.raw_app, port)
-    elif name == "raw-eventlet":
-        _eventlet(apps.raw_app, port)
-    elif name == "raw-pywsgi":
-        _pywsgi(apps.raw_app, port)
-    else:
+    if name in _OWN_HOST:
+        _OWN_HOST[name](port)
+        return
+    app, _, host = name.partition("-")
+    if app not in _APPS or host not in _HOSTS:
         raise SystemExit(f"unknown server {name!r}")
+    _HOSTS[host](_APPS[app](), port)
 
 
 def main() -> None:

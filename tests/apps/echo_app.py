@@ -29,18 +29,18 @@ def _server_files(environ):
             "rfile": environ["eventlet.input"].rfile,
             "wfile": getattr(handler, "wfile", None),
         }
+        extra = {"headers": sorted(k.lower() for k in handler.headers.keys())}
     elif str(environ.get("SERVER_SOFTWARE", "")).startswith("gevent"):
         wsgi_input = environ["wsgi.input"]
         files = {"rfile": getattr(wsgi_input, "rfile", wsgi_input)}
+        extra = {}
     else:
         return {}
     state = {
         name: "missing" if f is None else "closed" if f.closed else "open"
         for name, f in files.items()
     }
-    if "eventlet.input" in environ:
-        state["headers"] = sorted(k.lower() for k in handler.headers.keys())
-    return state
+    return {**state, **extra}
 
 
 def echo(ws):
