@@ -157,9 +157,17 @@ class Base:
     # -- starting -----------------------------------------------------------
 
     def _start(
-        self, sock: Any, protocol: Protocol, owns_socket: bool, pending: bytes = b""
+        self,
+        sock: Any,
+        protocol: Protocol,
+        owns_socket: bool,
+        pending: bytes = b"",
+        peer: Any = None,
     ) -> None:
-        """Begin the open phase on ``sock`` (handshake already done)."""
+        """Begin the open phase on ``sock`` (handshake already done).
+
+        ``peer`` is the remote address when the caller already knows it.
+        """
         event_class = self.event_class
         self.sock = sock
         # Looked up once: a missing attribute is slow on green sockets.
@@ -187,7 +195,7 @@ class Base:
         self._reading = False  # hub mode: a greenlet is in _read_once()
         try:
             self.local_address: Any = sock.getsockname()
-            self.remote_address: Any = sock.getpeername()
+            self.remote_address: Any = peer if peer else sock.getpeername()
         except OSError:
             self.local_address = self.remote_address = None
         self.connected = True

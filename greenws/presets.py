@@ -155,7 +155,7 @@ def _make_gevent() -> Preset:
         __slots__ = ("_fd", "_hub", "_io")
 
         def __init__(self, sock: Any) -> None:
-            self._fd = sock.fileno()
+            self._fd: int = sock.fileno()
             self._hub = gevent.get_hub()
             self._io = self._hub.loop.io(self._fd, 1)
 
@@ -389,7 +389,7 @@ def _make_eventlet() -> Preset:
         __slots__ = ("_fd", "_listener")
 
         def __init__(self, sock: Any) -> None:
-            self._fd = sock.fileno()
+            self._fd: int = sock.fileno()
             self._listener: Any = None
 
         def arm(self, callback: Callable[[], None]) -> None:
@@ -403,12 +403,18 @@ def _make_eventlet() -> Preset:
             if listener is not None:
                 eventlet.hubs.get_hub().remove(listener)
 
+        def fileno(self) -> int:
+            return self._fd
+
         def wait(self, timeout: Optional[float]) -> bool:
             if timeout is not None and timeout <= 0:
                 return _readable_now(self._fd)
             try:
+                # trampoline() takes an int too, but finds out by catching
+                # AttributeError from fd.fileno(); that exception keeps a
+                # frame object (~280 bytes) alive while the greenlet parks.
                 eventlet.hubs.trampoline(
-                    self._fd, read=True, timeout=timeout, timeout_exc=_Timeout
+                    self, read=True, timeout=timeout, timeout_exc=_Timeout
                 )
             except _Timeout:
                 return False

@@ -33,6 +33,8 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError
 
+from .smalldeque import SmallDeque
+
 __all__ = [
     "Protocol",
     "MESSAGE",
@@ -95,10 +97,9 @@ class Protocol:
         self._conn = conn
         events = getattr(conn, "_events", None)
         if events is not None and not events:
-            # wsproto keeps a deque that only ever holds the events of one
-            # receive_data() call; an empty deque costs ~600 bytes, which
-            # adds up over ten thousand idle connections.
-            conn._events = _SmallQueue()  # type: ignore[assignment]
+            # wsproto's deque only ever holds the events of one
+            # receive_data() call.
+            conn._events = SmallDeque()  # type: ignore[assignment]
         self.max_message_size = max_message_size
         self._parts: List[Union[str, bytes]] = []
         self._size = 0
@@ -362,15 +363,6 @@ class Protocol:
             )
         except AttributeError:  # another wsproto: stay on the slow path
             return False
-
-
-class _SmallQueue(List[Event]):
-    """The part of ``collections.deque`` wsproto uses, on a plain list."""
-
-    __slots__ = ()
-
-    def popleft(self) -> Event:
-        return self.pop(0)
 
 
 def _unmask_python(

@@ -108,7 +108,9 @@ class Server(Base):
         sock.settimeout(None)
         sock.sendall(response)
         host.release()
-        self._start(sock, Protocol(conn, max_message_size), False, host.pending)
+        self._start(
+            sock, Protocol(conn, max_message_size), False, host.pending, host.peer
+        )
 
     def _check_upgrade(self, environ: Dict[str, Any]) -> None:
         if environ.get("REQUEST_METHOD", "GET") != "GET":

@@ -23,10 +23,12 @@ so that they are processed at once.
 from __future__ import annotations
 
 import sys
+from collections import deque
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
 
 from .errors import ConnectionClosed, HandshakeError
 from .log import logger
+from .smalldeque import SmallDeque
 
 __all__ = [
     "find_socket",
@@ -55,13 +57,16 @@ class Host(NamedTuple):
 
     ``release`` frees the server's own I/O buffers once the WebSocket owns
     the socket: an idle connection should not keep kilobytes of HTTP buffer
-    the server will never use again.
+    the server will never use again.  ``peer`` is the client's address as
+    the server recorded it at accept time, when it is at hand (else
+    ``None``: ask the socket).
     """
 
     sock: Any
     mode: str
     pending: bytes
     release: Callable[[], None] = _nothing
+    peer: Any = None
 
 
 def _buffered(rfile: Any, sock: Any) -> bytes:
@@ -112,12 +117,14 @@ def _eventlet_release(handler: Any, rfile: Any) -> Callable[[], None]:
 
     The handler keeps its parsed request headers (an ``email`` message of a
     few hundred bytes per header) for the connection's whole life, though it
-    has already copied them into the environ.
+    has already copied them into the environ.  The green thread serving the
+    request keeps its exit callbacks (one, the server pool's) in a deque.
     """
     close = _closer(rfile, getattr(handler, "wfile", None))
 
     def release() -> None:
         close()
+        _shrink_exit_funcs()
         headers: Any = getattr(handler, "headers", None)
         if not hasattr(headers, "keys"):
             return
@@ -126,6 +133,20 @@ def _eventlet_release(handler: Any, rfile: Any) -> Callable[[], None]:
             del headers[name]
 
     return release
+
+
+def _shrink_exit_funcs() -> None:
+    """Hold the current eventlet green thread's exit callbacks in a list.
+
+    eventlet keeps them in a ``deque`` (``append``, ``remove``, ``popleft``,
+    truth test), whose first block is ~600 bytes for the one callback a
+    server pool links.
+    """
+    greenlet = sys.modules.get("greenlet")
+    current = greenlet.getcurrent() if greenlet is not None else None
+    funcs = getattr(current, "_exit_funcs", None)
+    if type(funcs) is deque:
+        current._exit_funcs = SmallDeque(funcs)  # type: ignore[union-attr]
 
 
 def _eventlet_handler(environ: Environ) -> Any:
@@ -180,6 +201,9 @@ def find_socket(environ: Environ) -> Host:
             "eventlet",
             _buffered(rfile, sock),
             _eventlet_release(handler, rfile),
+            # Asking eventlet's socket instead would make it cache the method
+            # in its instance dict, which then grows by ~800 bytes.
+            getattr(handler, "client_address", None),
         )
     if str(environ.get("SERVER_SOFTWARE", "")).startswith("gevent"):
         # For upgrade requests gevent passes its raw reader as wsgi.input.

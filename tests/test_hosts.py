@@ -61,6 +61,8 @@ def test_mode_and_preset_detected(server):
         assert (data["mode"], data["preset"]) == EXPECTED[server.kind]
         assert data["subprotocol"] == ws.subprotocol == "superchat"
         assert data["target"] == "/info"
+        # However the server found it, it is the client's end of the socket.
+        assert tuple(data["remote_address"]) == ws.local_address
 
 
 SERVER_FILES = {
@@ -69,6 +71,7 @@ SERVER_FILES = {
         "rfile": "closed",
         "wfile": "closed",
         "headers": ["connection", "x-forwarded-for"],
+        "exit_funcs": "SmallDeque",
     },
     "gevent": {"rfile": "closed"},
     "gevent-patched": {"rfile": "closed"},
@@ -91,6 +94,9 @@ def test_server_io_buffers_released(server):
         while "203.0.113.7" not in server.output() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert "203.0.113.7,127.0.0.1" in server.output()
+        # The server pool's exit callback ran from the list that replaced
+        # eventlet's deque.
+        assert "Traceback" not in server.output()
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 1 << 20, 16 << 20])

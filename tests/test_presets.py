@@ -71,6 +71,33 @@ def test_detect_under_eventlet_monkey_patching():
     assert out == "eventlet"
 
 
+def test_eventlet_readiness_waits_without_an_exception():
+    # eventlet's trampoline() accepts an int fd by catching the
+    # AttributeError of int.fileno(); that exception would keep a frame
+    # object alive in every parked connection, so it gets an object.
+    out = run_python(
+        """
+        import warnings; warnings.simplefilter("ignore")
+        import eventlet, eventlet.hubs
+        from eventlet.green import socket
+        from greenws import presets
+        seen = []
+        real = eventlet.hubs.trampoline
+        def trampoline(fd, *args, **kwargs):
+            seen.append(fd)
+            return real(fd, *args, **kwargs)
+        eventlet.hubs.trampoline = trampoline
+        a, b = socket.socketpair()
+        readiness = presets.EVENTLET.readiness(a)
+        waiter = eventlet.spawn(readiness.wait, 10)
+        eventlet.sleep(0)
+        b.sendall(b"x")
+        print(waiter.wait(), [fd.fileno() == a.fileno() for fd in seen])
+        """
+    )
+    assert out == "True [True]"
+
+
 def test_detect_plain_program_is_threading():
     assert presets.detect() is presets.THREADING
 

@@ -15,6 +15,8 @@ import json
 import os
 from urllib.parse import parse_qs
 
+import greenlet
+
 import greenws
 from greenws.wsgi import _eventlet_handler
 
@@ -29,7 +31,11 @@ def _server_files(environ):
             "rfile": environ["eventlet.input"].rfile,
             "wfile": getattr(handler, "wfile", None),
         }
-        extra = {"headers": sorted(k.lower() for k in handler.headers.keys())}
+        extra = {
+            "headers": sorted(k.lower() for k in handler.headers.keys()),
+            # What holds the green thread's exit callbacks (a deque at first).
+            "exit_funcs": type(greenlet.getcurrent()._exit_funcs).__name__,
+        }
     elif str(environ.get("SERVER_SOFTWARE", "")).startswith("gevent"):
         wsgi_input = environ["wsgi.input"]
         files = {"rfile": getattr(wsgi_input, "rfile", wsgi_input)}
@@ -55,6 +61,7 @@ def echo(ws):
                     "subprotocol": ws.subprotocol,
                     "target": ws.target,
                     "pid": os.getpid(),
+                    "remote_address": ws.remote_address,
                     "server_files": _server_files(ws.environ),
                 }
             )
