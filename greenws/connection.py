@@ -412,7 +412,11 @@ class Base:
                 self._abort()
                 return False
             try:
-                self.sock.sendall(data)
+                if type(data) is tuple:
+                    for piece in data:
+                        self.sock.sendall(piece)
+                else:
+                    self.sock.sendall(data)
             except (OSError, ValueError):
                 # The peer is gone (or the socket was closed under us).
                 if not self._closing:

@@ -73,6 +73,9 @@ _SMALL_READ = 4096
 # Binary frames from this size are joined without their header when whole.
 _BIG = 64 * 1024
 Message = Union[str, bytes]
+#: What send_message() returns: the frame, or for a large unmasked frame its
+#: first bytes and a view of the rest of the payload, to be sent in order.
+Wire = Union[bytes, Tuple[bytes, memoryview]]
 # What a held part of an incomplete frame can be (see Protocol._hold).
 _Held = Union[bytes, bytearray, memoryview]
 
@@ -126,11 +129,13 @@ class Protocol:
         """Serialise ``event``; raises ``LocalProtocolError`` once closing."""
         return self._conn.send(event)
 
-    def send_message(self, data: Union[str, bytes]) -> bytes:
+    def send_message(self, data: Union[str, bytes]) -> Wire:
         """Serialise one whole text (``str``) or binary message.
 
-        Same result as ``send(TextMessage(...))``/``send(BytesMessage(...))``;
+        Same bytes as ``send(TextMessage(...))``/``send(BytesMessage(...))``;
         without compression the frame is built here, which is much cheaper.
+        A large frame that needs no mask comes in two pieces (see
+        :data:`Wire`), so that its payload is not copied.
         """
         conn = self._conn
         if conn.state is not ConnectionState.OPEN:
@@ -411,7 +416,7 @@ except ImportError:  # pragma: no cover - no compiler at install time
     pass
 
 
-def _frame(first: int, payload: bytes, masked: bool) -> bytes:
+def _frame(first: int, payload: bytes, masked: bool) -> Wire:
     """One complete frame: ``first`` is the FIN/RSV/opcode byte."""
     n = len(payload)
     mask_bit = 0x80 if masked else 0
@@ -424,4 +429,11 @@ def _frame(first: int, payload: bytes, masked: bool) -> bytes:
     if masked:
         key = os.urandom(4)
         return _unmask(payload, key, header + key)
+    if n >= _BIG:
+        # Concatenating would copy the payload, and allocating and freeing
+        # that copy per message is what makes the C library hand large
+        # blocks back to the kernel and fault them in again.  The first
+        # piece carries some payload so that the header is not a packet of
+        # its own.
+        return header + payload[:_BIG], memoryview(payload)[_BIG:]
     return header + payload

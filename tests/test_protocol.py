@@ -153,6 +153,35 @@ def test_send_produces_frames_the_peer_understands():
     assert proto.state is ConnectionState.LOCAL_CLOSING
 
 
+@pytest.mark.parametrize("side", ["server", "client"])
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 65537, 1 << 20])
+def test_send_message_bytes_equal_wsprotos(side, size):
+    """The fast frame builder writes what wsproto would, and a large unmasked
+    frame comes as (header with the payload's start, view of the rest)."""
+    ours = server_protocol() if side == "server" else client_protocol()
+    peer = Connection(
+        ConnectionType.CLIENT if side == "server" else ConnectionType.SERVER
+    )
+    payload = os.urandom(size)
+    for message in (payload, "\u20ac" * (size // 3)):
+        wire = ours.send_message(message)
+        encoded = message.encode() if isinstance(message, str) else message
+        if side == "server" and len(encoded) >= 65536:
+            head, rest = wire
+            assert isinstance(rest, memoryview)
+            assert rest.obj is message or isinstance(message, str)  # no copy
+            assert len(head) == 10 + 65536
+            wire = head + bytes(rest)
+        else:
+            assert isinstance(wire, bytes)
+        if side == "server":
+            kind = TextMessage if isinstance(message, str) else BytesMessage
+            assert wire == Connection(ConnectionType.SERVER).send(kind(data=message))
+        peer.receive_data(wire)
+        (event,) = peer.events()
+        assert event.data == message
+
+
 def test_bytes_buffered_in_wsproto_at_start_are_reported():
     # wsproto keeps bytes that followed the 101 response in its frame buffer
     # (Connection(trailing_data=...)); greenws starts by feeding b"".
