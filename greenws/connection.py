@@ -3,7 +3,7 @@
 Reading feeds :class:`~greenws.protocol.Protocol`, answers pings and closes,
 and puts whole messages in a bounded queue that :meth:`Base.receive` drains;
 who reads depends on the preset (see "reading" below).  Every write (user
-messages, pongs, pings, Close frames) goes through one lock and ``sendall``,
+messages, pongs, pings, Close frames) goes through one lock and is sent whole,
 so frames never interleave and are never cut short.
 """
 
@@ -54,6 +54,19 @@ _MAX_READ = 256 * 1024
 _OK_CODES = (NORMAL_CLOSURE, GOING_AWAY, NO_STATUS)
 
 Data = Union[str, bytes]
+
+
+def _send_whole(sock: Any, data: Any) -> None:
+    """``sock.sendall(data)``, trying one plain ``send()`` first.
+
+    Nearly every frame fits in the socket's buffer at once, and a green
+    socket's ``sendall()`` costs more than the send itself (gevent's asks
+    the kernel for the buffer size on every call).
+    """
+    sent = sock.send(data)
+    if sent < len(data):
+        with memoryview(data) as view:
+            sock.sendall(view[sent:])
 
 
 class Base:
@@ -414,9 +427,9 @@ class Base:
             try:
                 if type(data) is tuple:
                     for piece in data:
-                        self.sock.sendall(piece)
+                        _send_whole(self.sock, piece)
                 else:
-                    self.sock.sendall(data)
+                    _send_whole(self.sock, data)
             except (OSError, ValueError):
                 # The peer is gone (or the socket was closed under us).
                 if not self._closing:

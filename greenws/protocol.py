@@ -429,7 +429,7 @@ def _frame(first: int, payload: bytes, masked: bool) -> Wire:
     if masked:
         key = os.urandom(4)
         return _unmask(payload, key, header + key)
-    if n >= _BIG:
+    if n > _BIG:
         # Concatenating would copy the payload, and allocating and freeing
         # that copy per message is what makes the C library hand large
         # blocks back to the kernel and fault them in again.  The first

@@ -23,6 +23,7 @@ from conftest import (
 
 import greenws
 from greenws import ConnectionClosed
+from greenws.connection import _send_whole
 
 
 def raw_pair(harness, role, **kwargs):
@@ -631,3 +632,26 @@ def test_invalid_options():
         ws._configure(receive_bytes=10, ping_interval=None, max_message_size=None,
                       ping_timeout=None, close_timeout=None, max_queue=0,
                       preset=greenws.presets.THREADING)
+
+
+def test_send_whole_finishes_what_one_send_left():
+    """The first send() may take only part of a frame; sendall() gets the
+    rest, from where it stopped."""
+
+    class PartialSocket:
+        def __init__(self):
+            self.calls = []
+
+        def send(self, data):
+            self.calls.append(("send", bytes(data)))
+            return 3
+
+        def sendall(self, data):
+            self.calls.append(("sendall", bytes(data)))
+
+    sock = PartialSocket()
+    _send_whole(sock, b"abcdefgh")
+    assert sock.calls == [("send", b"abcdefgh"), ("sendall", b"defgh")]
+    sock.calls.clear()
+    _send_whole(sock, b"abc")
+    assert sock.calls == [("send", b"abc")]
