@@ -29,6 +29,9 @@ __all__ = ["BoundedDeflate", "WINDOW_BITS", "MEM_LEVEL"]
 WINDOW_BITS = 12
 #: zlib memory level of our compressor (2**(5+9) = 16 KiB of hash tables).
 MEM_LEVEL = 5
+# What the sender strips from the end of each compressed message (RFC 7692
+# 7.2.1) and the receiver puts back before inflating.
+_TAIL = b"\x00\x00\xff\xff"
 
 
 class BoundedDeflate(PerMessageDeflate):
@@ -121,18 +124,56 @@ class BoundedDeflate(PerMessageDeflate):
         fin: bool,
     ) -> tuple[RsvBits, bytes]:
         if self._compressor is None and opcode in (Opcode.TEXT, Opcode.BINARY):
-            bits = (
-                self.client_max_window_bits
-                if proto.client
-                else (self.server_max_window_bits)
-            )
-            self._compressor = zlib.compressobj(
-                zlib.Z_DEFAULT_COMPRESSION,
-                zlib.DEFLATED,
-                -min(bits, WINDOW_BITS),
-                MEM_LEVEL,
-            )
+            self._compressor = self._new_compressor(proto.client)
         return super().frame_outbound(proto, opcode, rsv, data, fin)
+
+    def _new_compressor(self, client: bool) -> zlib._Compress:
+        bits = self.client_max_window_bits if client else self.server_max_window_bits
+        return zlib.compressobj(
+            zlib.Z_DEFAULT_COMPRESSION,
+            zlib.DEFLATED,
+            -min(bits, WINDOW_BITS),
+            MEM_LEVEL,
+        )
+
+    # Whole messages, for greenws.protocol's fast path: one call per message
+    # instead of wsproto's frame-by-frame hooks.  Both work only where each
+    # message has a fresh zlib context in that direction (no context
+    # takeover), so that they leave no state behind.
+
+    def deflate_whole(self, data: bytes, client: bool) -> Optional[bytes]:
+        """``data`` compressed as one message, exactly as :meth:`frame_outbound`
+        would; ``None`` if the compressor keeps its context between messages."""
+        fresh = self.client_no_context_takeover if client else (
+            self.server_no_context_takeover
+        )
+        if not fresh or self._compressor is not None:
+            return None
+        compressor = self._new_compressor(client)
+        return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+    def inflate_whole(self, payload: bytes, client: bool) -> Optional[bytes]:
+        """The message one compressed frame carries, or ``None`` when it must
+        go through wsproto instead: the peer keeps its context between
+        messages, or the data is corrupt or inflates past ``max_size``
+        (wsproto and the hooks above then report the right close code)."""
+        fresh = self.server_no_context_takeover if client else (
+            self.client_no_context_takeover
+        )
+        if not fresh or self._decompressor is not None:
+            return None
+        bits = self.server_max_window_bits if client else self.client_max_window_bits
+        decompressor = zlib.decompressobj(-bits)
+        limit = self.max_size
+        try:
+            out = decompressor.decompress(
+                payload + _TAIL, 0 if limit is None else limit + 1
+            )
+        except zlib.error:
+            return None
+        if decompressor.unconsumed_tail or (limit is not None and len(out) > limit):
+            return None
+        return out
 
     def frame_inbound_header(
         self,

@@ -6,14 +6,18 @@ reassembles fragmented messages, enforces ``max_message_size`` while a message
 is still arriving, and turns wsproto's events into the few things the I/O loop
 acts on.  It never touches a socket, a thread or a clock.
 
-Fast path.  Nearly all traffic is single-frame, uncompressed text or binary
-messages.  wsproto spends most of its time on per-frame objects (enums, named
-tuples, events, incremental decoders), so for exactly that case -- and only
-while wsproto sits between two messages -- :class:`Protocol` parses and builds
-frames itself.  Anything else (control frames, fragments, compressed frames,
-reserved bits, non-minimal lengths, bad UTF-8, oversized frames) is handed to
-wsproto unchanged, from a frame boundary, so wsproto stays the one judge of
-what is valid and which close code an error gets.
+Fast path.  Nearly all traffic is single-frame text or binary messages.
+wsproto spends most of its time on per-frame objects (enums, named tuples,
+events, incremental decoders), so for exactly that case -- and only while
+wsproto sits between two messages -- :class:`Protocol` parses and builds
+frames itself.  With greenws's permessage-deflate negotiated that includes
+compressed frames under 64 KiB, each inflated or deflated in one call (see
+:class:`~greenws.compression.BoundedDeflate`); browsers always offer the
+extension, so this is their common case.  Anything else (control frames,
+fragments, other extensions, reserved bits, non-minimal lengths, bad UTF-8 or
+zlib data, oversized messages) is handed to wsproto unchanged, from a frame
+boundary, so wsproto stays the one judge of what is valid and which close
+code an error gets.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError
 
+from .compression import BoundedDeflate
 from .smalldeque import SmallDeque
 
 __all__ = [
@@ -72,6 +77,8 @@ _HOLD_TEXT = 16 * 1024
 _SMALL_READ = 4096
 # Binary frames from this size are joined without their header when whole.
 _BIG = 64 * 1024
+# The first byte's "compressed" bit (permessage-deflate, RFC 7692).
+_RSV1 = 0x40
 Message = Union[str, bytes]
 #: What send_message() returns: the frame, or for a large unmasked frame its
 #: first bytes and a view of the rest of the payload, to be sent in order.
@@ -93,6 +100,7 @@ class Protocol:
         "_held",
         "_big",
         "_wsproto_busy",
+        "_deflate",
         "wanted",
     )
 
@@ -114,6 +122,12 @@ class Protocol:
         # (first byte, masking key) of a held large frame whose header is
         # held[0] and payload the rest (see _keep).
         self._big: Optional[Tuple[int, Optional[bytes]]] = None
+        # permessage-deflate, when negotiated with greenws's own extension
+        # (the only one the fast path knows how to apply).
+        extensions = conn._proto.extensions
+        self._deflate: Optional[BoundedDeflate] = None
+        if len(extensions) == 1 and isinstance(extensions[0], BoundedDeflate):
+            self._deflate = extensions[0]
         # True while wsproto holds part of a frame or of a fragmented message
         # (from the start, if bytes came in right behind the handshake).
         self._wsproto_busy = not self._wsproto_idle()
@@ -133,7 +147,9 @@ class Protocol:
         """Serialise one whole text (``str``) or binary message.
 
         Same bytes as ``send(TextMessage(...))``/``send(BytesMessage(...))``;
-        without compression the frame is built here, which is much cheaper.
+        unless wsproto is mid-message or an extension other than greenws's
+        permessage-deflate is on, the frame is built here, which is much
+        cheaper.
         A large frame that needs no mask comes in two pieces (see
         :data:`Wire`), so that its payload is not copied.
         """
@@ -141,20 +157,25 @@ class Protocol:
         if conn.state is not ConnectionState.OPEN:
             raise LocalProtocolError(f"cannot send a message in state {conn.state}")
         proto = conn._proto
-        if proto.extensions or proto._outbound_opcode is not None:
-            event: Event = (
-                TextMessage(data=data)
-                if isinstance(data, str)
-                else BytesMessage(data=data)
-            )
-            return conn.send(event)
-        if isinstance(data, str):
-            payload = data.encode("utf-8")
-            first = 0x81
-        else:
-            payload = data
-            first = 0x82
-        return _frame(first, payload, self._client)
+        deflate = self._deflate
+        if proto._outbound_opcode is None and (
+            deflate is not None or not proto.extensions
+        ):
+            if isinstance(data, str):
+                payload = data.encode("utf-8")
+                first = 0x81
+            else:
+                payload = data
+                first = 0x82
+            if deflate is None:
+                return _frame(first, payload, self._client)
+            squeezed = deflate.deflate_whole(payload, self._client)
+            if squeezed is not None:
+                return _frame(first | _RSV1, squeezed, self._client)
+        event: Event = (
+            TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+        )
+        return conn.send(event)
 
     def receive_data(self, data: bytes) -> List[Action]:
         """Feed bytes from the peer; return what they mean, in order.
@@ -192,6 +213,7 @@ class Protocol:
         end = len(view)
         limit = self.max_message_size
         want_mask = not self._client
+        deflate = self._deflate
         while True:
             if end - pos < 2:
                 if pos < end:
@@ -200,6 +222,11 @@ class Protocol:
                 break
             first = view[pos]
             second = view[pos + 1]
+            squeezed = first & _RSV1
+            if squeezed:
+                if deflate is None:
+                    break  # wsproto fails it (1002)
+                first ^= _RSV1
             if (first != 0x81 and first != 0x82) or bool(second & 0x80) != want_mask:
                 break
             length = second & 0x7F
@@ -220,7 +247,12 @@ class Protocol:
                 start += 8
                 if length < 65536 or length >> 63:
                     break
-            if limit is not None and length > limit:
+            if squeezed:
+                # Only small ones: in a large message zlib's cost dwarfs
+                # wsproto's, and its hooks inflate as the frame arrives.
+                if length >= _BIG:
+                    break
+            elif limit is not None and length > limit:
                 break
             if want_mask:
                 start += 4
@@ -246,6 +278,12 @@ class Protocol:
                     )
                 else:
                     payload = bytes(whole_view[start:stop])
+            if squeezed:
+                assert deflate is not None
+                inflated = deflate.inflate_whole(payload, self._client)
+                if inflated is None:
+                    break  # wsproto takes the frame and reports what is wrong
+                payload = inflated
             if first == 0x81:
                 try:
                     message: Message = payload.decode("utf-8")

@@ -4,7 +4,7 @@ import os
 import zlib
 
 import pytest
-from conftest import OP_BINARY, OP_TEXT, WAIT
+from conftest import OP_BINARY, OP_TEXT, WAIT, frame
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import serve
 from wsproto.connection import Connection, ConnectionType
@@ -12,6 +12,7 @@ from wsproto.events import BytesMessage, TextMessage
 
 import greenws
 from greenws.compression import WINDOW_BITS, BoundedDeflate
+from greenws.protocol import FAIL, MESSAGE, Protocol
 
 
 def _params(answer):
@@ -106,6 +107,93 @@ def test_max_size_limits_inflation(role):
     receiver.receive_data(sender.send(BytesMessage(data=b"\0" * 1_000_000)))
     events = list(receiver.events())
     assert events and getattr(events[-1], "code", None) == 1009
+
+
+# -- the protocol's fast path ----------------------------------------------------
+
+
+def _protocols(limit=None, server_context_takeover=False):
+    """(our client Protocol, our server Protocol, wsproto client, wsproto
+    server): each of ours negotiated BoundedDeflate with a wsproto twin."""
+    client_ext, server_ext = BoundedDeflate(limit), BoundedDeflate(limit)
+    wclient, wserver = _pair(client_ext, server_ext)
+    if server_context_takeover:
+        client_ext.server_no_context_takeover = False
+    twins = _pair(BoundedDeflate(limit), BoundedDeflate(limit))
+    return Protocol(wclient, limit), Protocol(wserver, limit), *twins
+
+
+@pytest.mark.parametrize("size", [0, 1, 200, 5000, 70_000])
+def test_fast_path_sends_what_wsproto_sends(size):
+    """Messages compressed by greenws's own frame builder are byte for byte
+    wsproto's (server side: unmasked, so comparable)."""
+    _, ours, _, twin = _protocols()
+    for message in ("é" * size, os.urandom(size), b"ab" * size):
+        wire = ours.send_message(message)
+        if isinstance(wire, tuple):
+            wire = wire[0] + bytes(wire[1])
+        event = TextMessage(data=message) if isinstance(message, str) else (
+            BytesMessage(data=message)
+        )
+        assert wire == twin.send(event)
+        assert wire[0] & 0x40  # RSV1: compressed
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_fast_path_reads_what_a_wsproto_peer_compressed(role, monkeypatch):
+    client, server, wclient, wserver = _protocols()
+    ours, peer = (server, wclient) if role == "server" else (client, wserver)
+    messages = ["hi", "é" * 3000, b"\x00" * 20000, os.urandom(3000), "", b""]
+    wire = b"".join(
+        peer.send(TextMessage(data=m) if isinstance(m, str) else BytesMessage(data=m))
+        for m in messages
+    )
+
+    def not_here(*args):
+        raise AssertionError("went through wsproto")
+
+    monkeypatch.setattr(Protocol, "_through_wsproto", not_here)
+    assert ours.receive_data(wire) == [(MESSAGE, m) for m in messages]
+    ext = ours._conn._proto.extensions[0]
+    assert ext._decompressor is None and ext._compressor is None
+
+
+def test_fast_path_leaves_bad_frames_to_wsproto():
+    """Corrupt data (1007), bad UTF-8 inside (1007) and a message inflating
+    past the limit (1009) fail as wsproto judges them."""
+    for payload, code in (
+        (b"\xff\xff\xff", 1007),
+        (_deflate(b"\xff\xfe"), 1007),
+        (_deflate(b"\0" * 50_000), 1009),
+    ):
+        _, server, _, _ = _protocols(limit=10_000)
+        actions = server.receive_data(frame(OP_TEXT, payload, mask=True, rsv1=True))
+        assert actions[-1][0] == FAIL and actions[-1][1][0] == code, actions
+
+
+def test_compressed_frame_without_deflate_fails_1002():
+    server = Protocol(Connection(ConnectionType.SERVER))
+    actions = server.receive_data(frame(OP_TEXT, _deflate(b"x"), mask=True, rsv1=True))
+    assert actions[-1][0] == FAIL and actions[-1][1][0] == 1002
+
+
+def test_peer_keeping_its_context_goes_through_wsproto():
+    """A server that keeps its compression context across messages (allowed
+    when the client did not ask otherwise) is read by wsproto's hooks, which
+    keep the matching inflater."""
+    client, _, _, _ = _protocols(server_context_takeover=True)
+    peer_ext = BoundedDeflate()
+    peer_ext.accept("permessage-deflate")
+    peer_ext.server_no_context_takeover = False
+    peer = Connection(ConnectionType.SERVER, [peer_ext])
+    wire = peer.send(TextMessage(data="same " * 100))
+    wire += peer.send(TextMessage(data="same " * 100))
+    assert client.receive_data(wire) == [(MESSAGE, "same " * 100)] * 2
+
+
+def _deflate(data):
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -9)
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
 
 
 # -- against real peers -------------------------------------------------------
