@@ -119,9 +119,10 @@ class Protocol:
         # The received part of a fast-path frame that has not fully arrived,
         # as the reads brought it (see _hold).
         self._held: List[_Held] = []
-        # (first byte, masking key) of a held large frame whose header is
-        # held[0] and payload the rest (see _keep).
-        self._big: Optional[Tuple[int, Optional[bytes]]] = None
+        # The masking key (b"" if unmasked) of a held large binary frame
+        # whose header is held[0] and payload the rest (see _keep); large
+        # text frames never get here, they go to wsproto.
+        self._big: Optional[bytes] = None
         # permessage-deflate, when negotiated with greenws's own extension
         # (the only one the fast path knows how to apply).
         extensions = conn._proto.extensions
@@ -194,14 +195,13 @@ class Protocol:
                 return []
             held.append(data)
             self._held = []
-            big = self._big
-            if big is not None:
+            key = self._big
+            if key is not None:
                 self._big = None
                 if len(data) == self.wanted:
                     # This read completes a large frame exactly (reads are
                     # sized to do so): one join makes the payload.
                     self.wanted = 0
-                    first, key = big
                     parts = held[1:]
                     payload = _unmask_parts(parts, key) if key else b"".join(parts)
                     return [(MESSAGE, payload)]
@@ -264,8 +264,7 @@ class Protocol:
                     break
                 if length >= _BIG:
                     self._keep(view, pos, stop - pos, start)
-                    key = bytes(view[start - 4 : start]) if want_mask else None
-                    self._big = (first, key)
+                    self._big = bytes(view[start - 4 : start]) if want_mask else b""
                 else:
                     self._keep(view, pos, stop - pos)
                 return actions
