@@ -50,6 +50,12 @@ _KEEPALIVE_TIMEOUT = "keepalive ping timeout"
 # Largest single read when a big frame is arriving.
 _MAX_READ = 256 * 1024
 
+# Thread mode: seconds without a read by receive() after which the reader
+# thread takes reading back, and the longest it sleeps while a receive() is
+# blocked reading (see "reading" below).
+_GRACE = 0.05
+_MAX_GRACE = 0.5
+
 # Codes after which ``for msg in ws`` ends quietly instead of raising.
 _OK_CODES = (NORMAL_CLOSURE, GOING_AWAY, NO_STATUS)
 
@@ -111,6 +117,11 @@ class Base:
         "_readiness",
         "_armed",
         "_reading",
+        "_read_lock",
+        "_wake",
+        "_reads",
+        "_on_duty",
+        "_want_read",
         "_thread",
         "_keepalive_thread",
         "__weakref__",
@@ -204,6 +215,12 @@ class Base:
         if self._readiness is None:
             self._space_event = event_class()
             self._space_event.set()
+            self._read_lock = self.preset["lock_class"]()
+            self._wake = event_class()
+            self._wake.set()  # the reader thread starts on duty
+            self._reads = 0
+            self._on_duty = False
+            self._want_read = False
         self._armed = False  # hub mode: the readiness watcher is on
         self._reading = False  # hub mode: a greenlet is in _read_once()
         try:
@@ -284,18 +301,21 @@ class Base:
                 if deadline is None:
                     deadline = time.monotonic() + timeout
                 remaining = max(deadline - time.monotonic(), 0.0)
-            if self._readiness is not None and not self._reading:
-                # Hub mode: read here; with no time left, only what is there.
-                if not self._hub_read(remaining):
-                    return None
-                continue
-            if remaining == 0.0:
-                return None
+            # Cleared before looking: whoever reads instead of this call
+            # sets it afterwards.
             self._message_event.clear()
-            # Re-check after clear(): the reader may have just set it.
-            if queue or self._closing:
-                continue
-            self._message_event.wait(remaining)
+            # Read here unless someone else is (None); with no time left,
+            # only what is there.  False: the time ran out.
+            if self._readiness is not None:
+                read = None if self._reading else self._hub_read(remaining)
+            else:
+                read = self._read_here(remaining)
+            if read is False:
+                return None
+            if read is None and not queue and not self._closing:
+                if remaining == 0.0:
+                    return None
+                self._message_event.wait(remaining)
         message = queue.pop(0)
         if self._readiness is not None:
             self._arm()
@@ -317,6 +337,7 @@ class Base:
         if not self.connected or not self._write(Ping(payload=payload)):
             self._pings.pop(payload, None)
             raise ConnectionClosed(self.close_reason, self.close_message)
+        self._call_reader()
         if not entry[0].wait(timeout):
             self._pings.pop(payload, None)
             raise TimeoutError(f"no pong within {timeout} seconds")
@@ -333,19 +354,8 @@ class Base:
         peer's, then closes the socket.  Calling it again, or after the peer
         closed, does nothing.
         """
-        self._begin_close(NORMAL_CLOSURE if reason is None else reason, message)
+        self._close_with(NORMAL_CLOSURE if reason is None else reason, message)
         self._wait_closed(self.close_timeout)
-
-    def _begin_close(self, code: int, message: Optional[str]) -> None:
-        """Send our Close frame (once) without waiting for the answer."""
-        if not self._close_with(code, message):
-            return
-        # A paused reader must run again to see the peer's Close frame.
-        self._message_event.set()
-        if self._readiness is not None:
-            self._arm()
-        else:
-            self._space_event.set()
 
     def _wait_closed(self, timeout: float) -> None:
         """Wait for the closing handshake; past ``timeout``, drop TCP."""
@@ -421,7 +431,7 @@ class Base:
                     data = self._protocol.send(event)
             except LocalProtocolError:
                 return False
-            if timeout is not None and not self._writable(timeout):
+            if timeout is not None and not self._ready(selectors.EVENT_WRITE, timeout):
                 self._abort()
                 return False
             try:
@@ -441,16 +451,20 @@ class Base:
         finally:
             lock.release()
 
-    def _writable(self, timeout: float) -> bool:
+    def _ready(self, events: int, timeout: float) -> bool:
+        """Whether the socket is ready for ``events`` within ``timeout`` s.
+
+        True on errors too: the send() or recv() that follows reports them.
+        """
         try:
             selector = self.selector_class()
         except OSError:  # pragma: no cover - out of file descriptors
             return True
         try:
-            selector.register(self.sock, selectors.EVENT_WRITE)
+            selector.register(self.sock, events)
             return bool(selector.select(timeout))
         except (OSError, ValueError):
-            return False
+            return True
         finally:
             selector.close()
 
@@ -458,8 +472,15 @@ class Base:
     #
     # Two ways to read, chosen by the preset:
     #
-    # - Thread mode (threads, or classes greenws knows nothing about): one
-    #   background reader per connection, blocked in recv() for its lifetime.
+    # - Thread mode (threads, or classes greenws knows nothing about): a
+    #   thread in receive() reads the socket itself, under a lock, so that a
+    #   message needs no hand-off between threads (one costs more than the
+    #   rest of a round trip).  A background reader per connection reads
+    #   whenever receive() does not: it takes over after _GRACE seconds
+    #   without a read by receive(), or at once when ping(), close() or
+    #   keepalive calls it, and hands reading back as soon as a receive()
+    #   asks for it.  So pings are answered and closes seen while the
+    #   application does something else.
     # - Hub mode (gevent, eventlet): no reader of its own.  A greenlet that
     #   waits in receive() reads the socket itself (no hand-off per message),
     #   and while nobody receives, a readiness watcher on the hub spawns a
@@ -498,14 +519,97 @@ class Base:
     # Thread mode.
 
     def _run(self) -> None:
+        """The background reader: reads whenever no receive() does."""
+        lock = self._read_lock
         try:
-            while self._wait_for_room() and self._read_once():
-                pass
+            while self._await_duty():
+                try:
+                    while self._wait_for_room() and self._read_or_finish():
+                        if self._want_read:
+                            break
+                finally:
+                    self._want_read = False
+                    self._on_duty = False
+                    lock.release()
+                self._message_event.set()  # the waiting receive() reads next
+        finally:
+            self._finish()  # normally done already, under the lock
+
+    def _await_duty(self) -> bool:
+        """Sleep until the reader thread has to read; then hold the read lock.
+
+        Returns False once the connection is done.
+        """
+        wake = self._wake
+        pause = _GRACE
+        while not self._done:
+            reads = self._reads
+            woken = wake.wait(pause)
+            if woken:
+                wake.clear()
+            elif self._reads != reads:
+                pause = _GRACE  # receive() is reading: leave it to it
+                continue
+            if self._read_lock.acquire(False):
+                if not self._done:
+                    self._on_duty = True
+                    self._want_read = False
+                    return True
+                self._read_lock.release()
+                break
+            # A receive() is blocked reading; the longer it stays blocked,
+            # the less often this thread looks.
+            pause = _GRACE if woken else min(pause * 2, _MAX_GRACE)
+        return False
+
+    def _read_here(self, timeout: Optional[float]) -> Optional[bool]:
+        """Wait up to ``timeout`` for data and read it in the calling thread.
+
+        Returns False if the time ran out, and None at once if another
+        thread is reading; that one wakes ``_message_event`` when it stops
+        (``_want_read`` asks it to).
+        """
+        lock = self._read_lock
+        if not lock.acquire(False):
+            self._want_read = True
+            return None
+        try:
+            if self._done:
+                return True
+            self._reads += 1
+            if (
+                timeout is not None
+                and not (self._tls_pending and self._tls_pending())
+                and not self._ready(selectors.EVENT_READ, timeout)
+            ):
+                return False
+            self._read_or_finish()
+        finally:
+            lock.release()
+            if self._want_read:
+                self._message_event.set()
+        return True
+
+    def _read_or_finish(self) -> bool:
+        """One read (read lock held); finish, still holding it, when over."""
+        try:
+            more = self._read_once()
         except Exception:  # noqa: BLE001 - a reader must never die loudly
             if not self._closing:
                 self.close_reason = ABNORMAL
-        finally:
+            more = False
+        if not more:
             self._finish()
+        return more
+
+    def _call_reader(self) -> None:
+        """Thread mode: make the reader thread read now, if nobody does.
+
+        For whatever needs an answer from the peer (a pong, its Close) when
+        the application may not be receiving.
+        """
+        if self._readiness is None and not self._on_duty:
+            self._wake.set()
 
     def _wait_for_room(self) -> bool:
         """Pause while the queue is full (TCP then pushes back on the peer)."""
@@ -586,6 +690,7 @@ class Base:
             if not self._write(Ping(payload=payload), timeout=timeout or None):
                 self._pings.pop(payload, None)
                 return  # the connection is gone (or was aborted by _write)
+            self._call_reader()
             if not entry[0].wait(timeout) and not self._done:
                 self._close_with(INTERNAL_ERROR, _KEEPALIVE_TIMEOUT, send=False)
                 self._abort()
@@ -661,6 +766,14 @@ class Base:
                 closing=True,
                 timeout=self.close_timeout,
             )
+        # Whoever waits must see it, and someone must read on (a paused or
+        # idle reader too) until the peer's Close or EOF ends the connection.
+        self._message_event.set()
+        if self._readiness is not None:
+            self._arm()
+        else:
+            self._space_event.set()
+            self._call_reader()
         return True
 
     def _eof(self) -> None:
@@ -708,6 +821,7 @@ class Base:
         self._message_event.set()
         if self._space_event is not None:
             self._space_event.set()
+            self._wake.set()  # the reader thread ends
         for entry in list(self._pings.values()):
             if entry[0] is not None:
                 entry[0].set()

@@ -36,7 +36,8 @@ class Preset(Mapping[str, Any]):
     ``thread_class(target=fn)`` must return an object with ``start()`` (and,
     optionally, ``join(timeout)``); ``event_class()`` a ``threading.Event``-like
     object; ``selector_class()`` a :mod:`selectors` selector; ``lock_class()``
-    a lock usable as a context manager.
+    a ``threading.Lock``-like lock (``acquire(blocking, timeout)``,
+    ``release()``).
     """
 
     def __init__(
@@ -63,8 +64,9 @@ class Preset(Mapping[str, Any]):
         #: ``readiness(sock)`` -> an object with ``arm(callback)``,
         #: ``disarm()``, ``wait(timeout) -> bool`` and ``close()``, watching
         #: the socket for incoming data through the hub.  Presets that have
-        #: one read in the greenlet that receives; others (threads) use one
-        #: reader thread per connection.
+        #: one read in the greenlet that receives, and through the hub while
+        #: none does; others (threads) read in the thread that receives, and
+        #: in a reader thread per connection while none does.
         self.readiness = readiness
 
     def __getitem__(self, key: str) -> Any:

@@ -53,7 +53,7 @@ def close_all(
     """
     conns = connections()
     for conn in conns:
-        conn._begin_close(code, reason)
+        conn._close_with(code, reason)
     if timeout is None:
         timeout = max((conn.close_timeout for conn in conns), default=0.0)
     deadline = time.monotonic() + timeout

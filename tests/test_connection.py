@@ -477,6 +477,146 @@ def test_concurrent_sends_and_pings_on_the_wire(harness, role, rt):
         task.get()
 
 
+# -- who reads ---------------------------------------------------------------
+#
+# Thread mode: receive() reads in its own thread; the reader thread reads
+# whenever no receive() does.  Hub mode: the same contract through a watcher.
+
+
+def _receive_some(ws, peer, count=5):
+    """Messages read by receive() (timed and untimed), as an application does."""
+    for i in range(count):
+        peer.send_frame(OP_TEXT, f"m{i}")
+        assert ws.receive(timeout=WAIT if i % 2 else None) == f"m{i}"
+
+
+def test_pings_answered_after_receiving_stops(harness, role):
+    ws, peer = raw_pair(harness, role)
+    _receive_some(ws, peer)
+    peer.send_frame(OP_PING, b"still there?")  # nobody calls receive() now
+    _, _, opcode, payload = peer.read_frame()
+    assert (opcode, payload) == (OP_PONG, b"still there?")
+    peer.send_frame(OP_TEXT, "later")
+    assert ws.receive(timeout=WAIT) == "later"
+
+
+def test_peer_close_seen_after_receiving_stops(harness, role, rt):
+    ws, peer = raw_pair(harness, role)
+    _receive_some(ws, peer)
+    peer.send_frame(OP_CLOSE, close_payload(4001, "bye"))
+    assert read_close(peer) == (4001, "bye")  # echoed without a receive()
+    assert rt.wait_until(lambda: not ws.connected)
+    peer.close()
+    assert rt.wait_until(lambda: ws._done)
+    assert ws.close_reason == 4001
+    with pytest.raises(ConnectionClosed):
+        ws.receive(timeout=WAIT)
+
+
+def test_receive_reads_in_the_calling_thread(harness, role, rt):
+    """No hand-off per message between a reader thread and receive()."""
+    import threading
+
+    if rt.name != "threading":
+        pytest.skip("hub mode has no reader thread")
+    ws, peer = raw_pair(harness, role)
+    readers = []
+    real = ws.sock
+
+    class Spy:
+        def recv(self, size):
+            readers.append(threading.get_ident())
+            return real.recv(size)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    ws.sock = Spy()
+    _receive_some(ws, peer, 40)
+    mine = readers.count(threading.get_ident())
+    # The reader thread may read the first message (it starts on duty) and,
+    # on a stalled machine, take a turn; receive() reads the rest.
+    assert mine >= len(readers) // 2, (mine, len(readers))
+
+
+def test_interrupted_receive_leaves_the_connection_usable(harness, role, rt):
+    """An exception in the middle of receive() (Ctrl-C) frees the reading."""
+    import threading
+
+    if rt.name != "threading":
+        pytest.skip("KeyboardInterrupt reaches threads only")
+    ws, peer = raw_pair(harness, role)
+    _receive_some(ws, peer)
+    real, me, armed = ws.sock, threading.get_ident(), [True]
+
+    class Interrupting:
+        def recv(self, size):
+            if armed[0] and threading.get_ident() == me:
+                armed[0] = False
+                raise KeyboardInterrupt
+            return real.recv(size)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    ws.sock = Interrupting()
+    peer.send_frame(OP_TEXT, "one")
+    with pytest.raises(KeyboardInterrupt):
+        while True:  # the reader thread may read "one" before receive() does
+            assert ws.receive(timeout=WAIT) == "one"
+            peer.send_frame(OP_TEXT, "one")
+    peer.send_frame(OP_TEXT, "two")
+    got = [ws.receive(timeout=WAIT) for _ in range(2)]
+    assert got[-1] == "two" and got[0] in ("one", "two")
+    assert ws.connected
+
+
+def test_ping_while_another_task_receives(ws_pair, role, rt):
+    a, b = pick(ws_pair(), role)
+    waiter = rt.spawn(a.receive)  # untimed: it is the one reading
+    rt.sleep(0.05)
+    assert a.ping(timeout=WAIT) > 0
+    assert not waiter.ready()
+    b.send("done")
+    assert waiter.get() == "done"
+
+
+def test_close_while_another_task_receives(ws_pair, role, rt):
+    a, _ = pick(ws_pair(), role)
+    waiter = rt.spawn(a.receive)
+    rt.sleep(0.05)
+    start = time.monotonic()
+    a.close(4002, "leaving")
+    assert time.monotonic() - start < a.close_timeout  # the handshake, no timeout
+    with pytest.raises(ConnectionClosed) as info:
+        waiter.get()
+    assert info.value.reason == 4002
+
+
+def test_concurrent_receivers_share_the_messages(ws_pair, role, rt):
+    a, b = pick(ws_pair(client_kwargs={"max_queue": 4},
+                        server_kwargs={"max_queue": 4}), role)
+    receivers, total = 4, 400
+
+    def receive_all(n):
+        got = []
+        while True:
+            msg = a.receive(timeout=WAIT if n % 2 else None)
+            if msg == "end":
+                return got
+            got.append(int(msg))
+
+    tasks = [rt.spawn(receive_all, n) for n in range(receivers)]
+    for i in range(total):
+        b.send(str(i))
+    for _ in range(receivers):
+        b.send("end")
+    results = [task.get() for task in tasks]
+    for got in results:
+        assert got == sorted(got)  # each sees the order they were sent in
+    assert sorted(sum(results, [])) == list(range(total))  # each one once
+
+
 # -- limits ------------------------------------------------------------------
 
 
