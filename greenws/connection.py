@@ -306,7 +306,13 @@ class Base:
             self._message_event.clear()
             # Read here unless someone else is (None); with no time left,
             # only what is there.  False: the time ran out.
-            if self._readiness is not None:
+            if remaining is not None and self._tls_pending is not None:
+                # Readable does not mean that a whole TLS record has come,
+                # and recv() would wait for the rest past the timeout: the
+                # reader thread or the hub's watcher reads instead.
+                read = None
+                self._call_reader()
+            elif self._readiness is not None:
                 read = None if self._reading else self._hub_read(remaining)
             else:
                 read = self._read_here(remaining)
@@ -454,7 +460,8 @@ class Base:
     def _ready(self, events: int, timeout: float) -> bool:
         """Whether the socket is ready for ``events`` within ``timeout`` s.
 
-        True on errors too: the send() or recv() that follows reports them.
+        False when it cannot be watched (closed, or beyond what the selector
+        handles): a blocking call on it could then wait for ever.
         """
         try:
             selector = self.selector_class()
@@ -464,7 +471,7 @@ class Base:
             selector.register(self.sock, events)
             return bool(selector.select(timeout))
         except (OSError, ValueError):
-            return True
+            return False
         finally:
             selector.close()
 
@@ -576,13 +583,9 @@ class Base:
         try:
             if self._done:
                 return True
-            self._reads += 1
-            if (
-                timeout is not None
-                and not (self._tls_pending and self._tls_pending())
-                and not self._ready(selectors.EVENT_READ, timeout)
-            ):
+            if timeout is not None and not self._ready(selectors.EVENT_READ, timeout):
                 return False
+            self._reads += 1
             self._read_or_finish()
         finally:
             lock.release()

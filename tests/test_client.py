@@ -1,5 +1,6 @@
 """greenws.client: connecting, handshake options, errors, real servers."""
 
+import socket as std_socket
 import ssl
 import time
 
@@ -288,3 +289,101 @@ def test_wss_untrusted_certificate_is_connection_error(rt, tls):
                                    ssl_context=ssl.create_default_context())
     finally:
         server.stop()
+
+
+def _tls_server_sending_half_a_record(server_ctx, listener, half_sent, release):
+    """One wss connection served by hand through memory BIOs: three whole
+    messages, then -- once the client has sent something -- half of the TLS
+    record holding "second", and the rest only after ``release``."""
+    import base64
+    import hashlib
+    import re
+
+    from conftest import OP_TEXT, frame
+
+    conn, _ = listener.accept()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = server_ctx.wrap_bio(incoming, outgoing, server_side=True)
+    conn.settimeout(WAIT)
+
+    def flush():
+        conn.sendall(outgoing.read())
+
+    def pump():
+        data = conn.recv(65536)
+        if not data:
+            raise EOFError("client closed")
+        incoming.write(data)
+
+    def read_some():
+        while True:
+            try:
+                return tls.read(65536)
+            except ssl.SSLWantReadError:
+                flush()
+                pump()
+
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                flush()
+                pump()
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += read_some()
+        key = re.search(rb"sec-websocket-key: *(\S+)", request, re.I).group(1)
+        accept = base64.b64encode(hashlib.sha1(
+            key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        tls.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept
+                  + b"\r\n\r\n")
+        for i in range(3):
+            tls.write(frame(OP_TEXT, f"m{i}"))
+        flush()
+        read_some()  # the client's "go"
+        tls.write(frame(OP_TEXT, "second"))
+        record = outgoing.read()
+        conn.sendall(record[: len(record) // 2])
+        half_sent.set()
+        release.wait(WAIT)
+        conn.sendall(record[len(record) // 2 :])
+        read_some()  # until the client closes
+    except (EOFError, OSError, ssl.SSLError):
+        pass
+    finally:
+        conn.shutdown(std_socket.SHUT_RDWR)
+        conn.close()
+
+
+def test_timed_receive_over_tls_keeps_its_timeout(harness, rt, tls):
+    """Half a TLS record must not hold receive(timeout) past its timeout."""
+    import threading
+
+    server_ctx, client_ctx = tls
+    listener = std_socket.create_server(("127.0.0.1", 0))
+    harness.sockets.append(listener)
+    half_sent, release = threading.Event(), threading.Event()
+    server = rt.spawn_thread(_tls_server_sending_half_a_record, server_ctx,
+                             listener, half_sent, release)
+    try:
+        client = greenws.Client.connect(
+            f"wss://localhost:{listener.getsockname()[1]}/", preset=rt.preset,
+            ssl_context=client_ctx, close_timeout=1,
+        )
+        harness.connections.append(client)
+        for i in range(3):  # untimed: receive() does its own reading now
+            assert rt.spawn(client.receive).get() == f"m{i}"
+        client.send("go")  # half a record comes while receive() waits
+        start = time.monotonic()
+        assert client.receive(timeout=0.5) is None
+        assert time.monotonic() - start < 0.5 + 1.5
+        assert half_sent.is_set()
+        release.set()
+        assert client.receive(timeout=WAIT) == "second"
+        client.close()
+    finally:
+        release.set()
+        server.get()
