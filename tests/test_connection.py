@@ -409,6 +409,18 @@ def test_keepalive_timeout_closes(harness, role):
     assert peer.read_eof()
 
 
+def test_keepalive_timeout_ends_a_connection_whose_queue_is_full(harness, role, rt):
+    """Nobody receives, reading has paused on a full queue, the peer stops
+    answering: keepalive must still end the connection and free its reader."""
+    ws, peer = raw_pair(harness, role, ping_interval=0.2, max_queue=1)
+    for i in range(3):
+        peer.send_frame(OP_TEXT, f"m{i}")
+    assert rt.wait_until(lambda: len(ws._queue) >= 1)
+    assert rt.wait_until(lambda: ws._done)
+    assert ws.close_reason == 1011
+    assert ws.receive(timeout=WAIT) == "m0"  # what came first is still there
+
+
 # -- concurrency -------------------------------------------------------------
 
 SIZES = [1, 125, 126, 5000, 65535, 65536, 200_000]
