@@ -502,6 +502,21 @@ def _receive_some(ws, peer, count=5):
         assert ws.receive(timeout=WAIT if i % 2 else None) == f"m{i}"
 
 
+def _watch_recv(ws, before):
+    """Replace ``ws.sock`` by a proxy that calls ``before()`` on every recv()."""
+    real = ws.sock
+
+    class Watched:
+        def recv(self, size):
+            before()
+            return real.recv(size)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    ws.sock = Watched()
+
+
 def test_pings_answered_after_receiving_stops(harness, role):
     ws, peer = raw_pair(harness, role)
     _receive_some(ws, peer)
@@ -533,17 +548,7 @@ def test_receive_reads_in_the_calling_thread(harness, role, rt):
         pytest.skip("hub mode has no reader thread")
     ws, peer = raw_pair(harness, role)
     readers = []
-    real = ws.sock
-
-    class Spy:
-        def recv(self, size):
-            readers.append(threading.get_ident())
-            return real.recv(size)
-
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-    ws.sock = Spy()
+    _watch_recv(ws, lambda: readers.append(threading.get_ident()))
     _receive_some(ws, peer, 40)
     mine = readers.count(threading.get_ident())
     # The reader thread may read the first message (it starts on duty) and,
@@ -559,19 +564,14 @@ def test_interrupted_receive_leaves_the_connection_usable(harness, role, rt):
         pytest.skip("KeyboardInterrupt reaches threads only")
     ws, peer = raw_pair(harness, role)
     _receive_some(ws, peer)
-    real, me, armed = ws.sock, threading.get_ident(), [True]
+    me, armed = threading.get_ident(), [True]
 
-    class Interrupting:
-        def recv(self, size):
-            if armed[0] and threading.get_ident() == me:
-                armed[0] = False
-                raise KeyboardInterrupt
-            return real.recv(size)
+    def interrupt_once():
+        if armed[0] and threading.get_ident() == me:
+            armed[0] = False
+            raise KeyboardInterrupt
 
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-    ws.sock = Interrupting()
+    _watch_recv(ws, interrupt_once)
     peer.send_frame(OP_TEXT, "one")
     with pytest.raises(KeyboardInterrupt):
         while True:  # the reader thread may read "one" before receive() does
