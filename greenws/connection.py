@@ -519,6 +519,25 @@ class Base:
                 pass  # the next read reports it
         return self._handle(protocol.receive_data(data))
 
+    def _reader_failed(self) -> None:
+        """Reading raised something other than an I/O error: a bug of ours.
+
+        ``_read_once`` already turns I/O errors into the end of the
+        connection and protocol errors into their close codes, so anything
+        that gets here is neither the peer's fault nor a vanished peer.  It
+        is logged with its traceback and the connection fails with 1011,
+        rather than passing for a silent 1006.  Call it from an ``except``.
+        """
+        logger.exception(
+            "%s %s: error while reading; closing with 1011",
+            type(self).__name__,
+            getattr(self, "remote_address", None),
+        )
+        try:
+            self._close_with(INTERNAL_ERROR, "internal error")
+        except Exception:  # noqa: BLE001 - already logged; reading ends anyway
+            pass
+
     def _room(self) -> bool:
         """Whether reading may go on (backpressure: the queue is not full)."""
         return self.max_queue is None or len(self._queue) < self.max_queue
@@ -597,9 +616,8 @@ class Base:
         """One read (read lock held); finish, still holding it, when over."""
         try:
             more = self._read_once()
-        except Exception:  # noqa: BLE001 - a reader must never die loudly
-            if not self._closing:
-                self.close_reason = ABNORMAL
+        except Exception:  # noqa: BLE001 - logged there; the reader goes on
+            self._reader_failed()
             more = False
         if not more:
             self._finish()
@@ -667,9 +685,8 @@ class Base:
             ready = self._readiness.wait(timeout)
             if ready:
                 more = self._read_once()
-        except Exception:  # noqa: BLE001 - a reader must never die loudly
-            if not self._closing:
-                self.close_reason = ABNORMAL
+        except Exception:  # noqa: BLE001 - logged there; the reader goes on
+            self._reader_failed()
             more = False
         finally:
             self._reading = False

@@ -8,6 +8,8 @@ its verdict into either an open :class:`wsproto.connection.Connection` or a
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import h11
@@ -27,6 +29,23 @@ Headers = List[Tuple[bytes, bytes]]
 
 def _extensions(compression: bool, max_size: Optional[int]) -> List[Extension]:
     return [BoundedDeflate(max_size)] if compression else []
+
+
+def _check_key(headers: Headers) -> None:
+    """RFC 6455 4.2.1: the key is the base64 encoding of 16 bytes.
+
+    wsproto accepts any value; a client that sends something else is not
+    speaking RFC 6455 and gets a 400 rather than a connection.
+    """
+    for name, value in headers:
+        if name.lower() == b"sec-websocket-key":
+            try:
+                if len(base64.b64decode(value.strip(), validate=True)) == 16:
+                    return
+            except (binascii.Error, ValueError):
+                pass
+            break
+    raise HandshakeError(400, "Bad WebSocket handshake: invalid Sec-WebSocket-Key")
 
 
 def accept_request(
@@ -59,6 +78,7 @@ def accept_request(
         # h11 refuses to even build some bad requests (no Host header, ...).
         raise HandshakeError(400, f"Bad WebSocket handshake: {exc}")
     assert isinstance(request, Request)
+    _check_key(headers)
     subprotocol = choose_subprotocol(request)
     if subprotocol is not None and subprotocol not in request.subprotocols:
         raise ValueError(

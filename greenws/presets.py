@@ -124,6 +124,7 @@ def _make_gevent() -> Preset:
     import gevent
     import gevent.event
     import gevent.lock
+    import gevent.monkey
     import gevent.selectors
     import gevent.socket
     import gevent.ssl
@@ -151,6 +152,10 @@ def _make_gevent() -> Preset:
             sock=sock, server_hostname=server_hostname, _context=context
         )
 
+    # monkey.patch_all() replaces select.poll; a zero-timeout poll must be
+    # the kernel's own.
+    poll = gevent.monkey.get_original("select", "poll")
+
     class GeventReadiness:
         """One libev I/O watcher, used as a callback or waited on."""
 
@@ -173,7 +178,7 @@ def _make_gevent() -> Preset:
                 self._hub.wait(self._io)
                 return True
             if timeout <= 0:
-                return _readable_now(self._fd)
+                return _readable_now(self._fd, poll)
             timer = gevent.Timeout(timeout)
             timer.start()
             try:
@@ -207,6 +212,7 @@ def _make_eventlet() -> Preset:
     import eventlet.green.socket
     import eventlet.green.ssl
     import eventlet.hubs
+    import eventlet.patcher
 
     class EventletThread:
         """A green thread with the ``threading.Thread`` constructor and methods."""
@@ -385,6 +391,9 @@ def _make_eventlet() -> Preset:
             sock, server_hostname=server_hostname, _context=context
         )
 
+    # eventlet.monkey_patch() removes select.poll altogether.
+    poll = eventlet.patcher.original("select").poll
+
     class EventletReadiness:
         """A hub read listener, used as a callback or waited on."""
 
@@ -410,7 +419,7 @@ def _make_eventlet() -> Preset:
 
         def wait(self, timeout: Optional[float]) -> bool:
             if timeout is not None and timeout <= 0:
-                return _readable_now(self._fd)
+                return _readable_now(self._fd, poll)
             try:
                 # trampoline() takes an int too, but finds out by catching
                 # AttributeError from fd.fileno(); that exception keeps a
@@ -445,9 +454,13 @@ def _ignore(*args: Any) -> None:
     pass
 
 
-def _readable_now(fd: int) -> bool:
-    """Whether ``fd`` has data (or EOF) right now; never blocks."""
-    poller = select.poll()
+def _readable_now(fd: int, poll: Callable[[], Any]) -> bool:
+    """Whether ``fd`` has data (or EOF) right now; never blocks.
+
+    ``poll`` is the unpatched ``select.poll``: a monkey-patched program has
+    a green one or none at all.
+    """
+    poller = poll()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
 

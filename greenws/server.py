@@ -9,7 +9,7 @@ from .connection import Base
 from .errors import HandshakeError
 from .handshake import accept_request
 from .protocol import Protocol
-from .wsgi import find_socket, is_websocket_upgrade
+from .wsgi import find_socket, framework_refusal, is_websocket_upgrade, take_over
 
 __all__ = ["Server"]
 
@@ -75,8 +75,11 @@ class Server(Base):
             subprotocols = [subprotocols]
         self.subprotocols: List[str] = list(subprotocols or [])
         self.origins = list(origins) if origins is not None else None
-        self._check_upgrade(environ)
-        self.check_request(environ)
+        try:
+            self._check_upgrade(environ)
+            self.check_request(environ)
+        except HandshakeError as refusal:
+            raise framework_refusal(refusal) from None
         host = find_socket(environ)
         self.mode = host.mode
         self._configure(
@@ -93,13 +96,16 @@ class Server(Base):
             selector_class=selector_class,
             lock_class=lock_class,
         )
-        response, conn, request, self.subprotocol = accept_request(
-            _request_headers(environ),
-            _request_target(environ),
-            self.choose_subprotocol,
-            compression,
-            max_message_size,
-        )
+        try:
+            response, conn, request, self.subprotocol = accept_request(
+                _request_headers(environ),
+                _request_target(environ),
+                self.choose_subprotocol,
+                compression,
+                max_message_size,
+            )
+        except HandshakeError as refusal:
+            raise framework_refusal(refusal) from None
         #: The request target (path and query) as the client sent it.
         self.target: str = request.target
         sock = host.sock
@@ -108,6 +114,7 @@ class Server(Base):
         sock.settimeout(None)
         sock.sendall(response)
         host.release()
+        take_over(self.mode, environ, self)
         self._start(
             sock, Protocol(conn, max_message_size), False, host.pending, host.peer
         )

@@ -1,37 +1,62 @@
 """WSGI integration: where each hosting server keeps the connection's socket,
-and how each must be told that the WebSocket has taken over.
+and how each is kept off it once the WebSocket has taken over.
 
 WSGI has no standard way to hand a connection over to the application, so
-every server is different:
+every server is different.  Where the socket is:
 
-- werkzeug (Flask's dev server): ``environ["werkzeug.socket"]``; the call
-  ends by raising a ``ConnectionError``, which werkzeug treats as a client
-  that went away.
-- gunicorn (every worker): ``environ["gunicorn.socket"]``; the call ends by
-  raising ``StopIteration``, which every gunicorn worker takes as "close the
-  connection, write nothing".
-- eventlet.wsgi: ``environ["eventlet.input"].get_socket()``; the call ends by
-  setting ``WSGI_LOCAL.already_handled``.
-- gevent.pywsgi: the socket under ``wsgi.input``'s reader; the call ends by
-  returning no body with ``close_connection`` set on the handler.
+- werkzeug (Flask's dev server): ``environ["werkzeug.socket"]``;
+- gunicorn (every worker): ``environ["gunicorn.socket"]``;
+- eventlet.wsgi: ``environ["eventlet.input"].get_socket()``;
+- gevent.pywsgi: the socket under ``wsgi.input``'s reader.
 
 Each also may have read bytes beyond the request headers (a client may send
 its first frame right behind the request); :func:`find_socket` returns them
 so that they are processed at once.
+
+Once :meth:`greenws.Server.accept` has taken the socket, the hosting server
+must neither read from it nor write to it again, whatever the application
+returns afterwards: a Flask view's ``""``, a plain WSGI function's ``[]`` or
+``None``, a Django ``HttpResponse()``.  :func:`take_over` arranges that at
+accept time, through the first thing each server does with the request once
+the application has returned:
+
+- gunicorn: it checks the result against ``environ["wsgi.file_wrapper"]``;
+- eventlet.wsgi: it reads ``environ["eventlet.minimum_write_chunk_size"]``;
+- gevent.pywsgi: it calls its handler's ``process_result()``;
+- werkzeug: it calls its handler's ``send_response()`` (or, when the
+  application returned nothing usable, looks up ``server.passthrough_errors``).
+
+There greenws finishes the WebSocket (closing it with 1000 if the
+application did not, and waiting for the closing handshake so that no
+watcher outlives the socket) and then ends the request in the way that
+server treats as "connection gone, nothing to log or write".
 """
 
 from __future__ import annotations
 
 import sys
 from collections import deque
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    NamedTuple,
+    Optional,
+)
 
 from .errors import ConnectionClosed, HandshakeError
 from .log import logger
 from .smalldeque import SmallDeque
 
+if TYPE_CHECKING:
+    from .connection import Base
+
 __all__ = [
     "find_socket",
+    "take_over",
     "end_response",
     "is_websocket_upgrade",
     "WebSocketWSGI",
@@ -218,32 +243,242 @@ def find_socket(environ: Environ) -> Host:
     )
 
 
-class _HandledByWebSocket(ConnectionAbortedError):
-    """Tells werkzeug the connection is gone, which it handles silently."""
+# -- keeping the hosting server off the socket -------------------------------
+
+
+def _returned(ws: Base) -> Callable[[], None]:
+    """What runs once the application has returned: finish the WebSocket.
+
+    An application that returned without closing gets a normal close
+    (1000), as with :class:`WebSocketWSGI`.  Either way this waits for the
+    closing handshake (at most ``close_timeout``), so that the socket is shut
+    down and greenws no longer watches it when the server closes it.
+    """
+    done: List[bool] = []
+
+    def finish() -> None:
+        if done:
+            return
+        done.append(True)
+        if ws.connected:
+            ws.close()
+        else:
+            ws._wait_closed(ws.close_timeout)
+
+    return finish
+
+
+class _Taken(ConnectionAbortedError):
+    """The WebSocket has taken the connection over.
+
+    werkzeug treats a ``ConnectionError`` as a client that went away: it
+    logs nothing and writes nothing more.
+    """
+
+
+def _take_gunicorn(environ: Environ, finish: Callable[[], None]) -> None:
+    # Every gunicorn worker's first step after the application returns is
+    # isinstance(result, environ["wsgi.file_wrapper"]); a StopIteration from
+    # there is how all of them are told "close, write nothing".
+    class Check(type):
+        def __instancecheck__(cls, instance: Any) -> bool:
+            finish()
+            raise StopIteration()
+
+    environ["wsgi.file_wrapper"] = Check("TakenByWebSocket", (), {})
+
+
+class _ChunkSize:
+    """eventlet.wsgi's write chunk size, read right after the app returns."""
+
+    __slots__ = ("_finish",)
+
+    def __init__(self, finish: Callable[[], None]) -> None:
+        self._finish = finish
+
+    def __int__(self) -> int:
+        self._finish()
+        # The one exception eventlet.wsgi lets through without logging it
+        # or writing a 500; the green thread serving the connection ends
+        # quietly and closes the socket on its way out.
+        import greenlet
+
+        raise greenlet.GreenletExit()
+
+
+def _take_eventlet(environ: Environ, finish: Callable[[], None]) -> None:
+    environ["eventlet.minimum_write_chunk_size"] = _ChunkSize(finish)
+
+
+def _caller(function: str, module: str) -> Any:
+    """``self`` of the innermost running ``module``'s ``function``, or None.
+
+    werkzeug and gevent.pywsgi keep the request's handler object out of the
+    environ; it is the ``self`` of the frame that called the application.
+    """
+    frame = sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == function and module in code.co_filename:
+            return frame.f_locals.get("self")
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+def _take_gevent(environ: Environ, finish: Callable[[], None]) -> None:
+    handler = _caller("run_application", "pywsgi")
+    if handler is None:
+        return
+
+    def process_result() -> None:
+        finish()
+        handler.status = "101 Switching Protocols"
+        handler.close_connection = True
+
+    handler.close_connection = True
+    handler.process_result = process_result
+
+
+class _EmptyReader:
+    """werkzeug's ``rfile`` once the WebSocket owns the socket: at EOF."""
+
+    closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    readline = read
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _HandOff:
+    """werkzeug's ``wfile`` and ``send_response`` once the WebSocket owns
+    the socket: the first use ends the request as a dropped connection."""
+
+    closed = False
+
+    def __init__(self, finish: Callable[[], None]) -> None:
+        self._finish = finish
+
+    def __call__(self, *args: Any) -> None:
+        self._finish()
+        raise _Taken("the WebSocket took the connection over")
+
+    write = flush = send_response = __call__
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _QuietServer:
+    """werkzeug's server object as one handler sees it.
+
+    werkzeug asks ``server.passthrough_errors`` first when the application
+    returned something it cannot send (``None``, or ``[]`` without
+    ``start_response``); the WebSocket's end is no error to log.
+    """
+
+    def __init__(self, server: Any, hand_off: _HandOff) -> None:
+        self._server = server
+        self._hand_off = hand_off
+
+    @property
+    def passthrough_errors(self) -> bool:
+        self._hand_off()
+        return False  # pragma: no cover - _hand_off raises
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+
+def _take_werkzeug(environ: Environ, finish: Callable[[], None]) -> None:
+    handler = _caller("run_wsgi", "werkzeug")
+    if handler is None:
+        return
+    hand_off = _HandOff(finish)
+    handler.close_connection = True
+    handler.send_response = hand_off.send_response
+    handler.wfile = hand_off
+    handler.rfile = _EmptyReader()
+    handler.server = _QuietServer(handler.server, hand_off)
+
+
+_TAKERS: Dict[str, Callable[[Environ, Callable[[], None]], None]] = {
+    "gunicorn": _take_gunicorn,
+    "eventlet": _take_eventlet,
+    "gevent": _take_gevent,
+    "werkzeug": _take_werkzeug,
+}
+
+
+def take_over(mode: str, environ: Environ, ws: Base) -> None:
+    """Keep the hosting server ``mode`` off the socket ``ws`` has taken.
+
+    Called by :meth:`greenws.Server.accept` once the handshake is sent.
+    Whatever the application returns afterwards, the server then writes
+    nothing, logs no error and closes the connection, after the WebSocket
+    has finished (see the module docstring).
+    """
+    take = _TAKERS.get(mode)
+    if take is not None:
+        take(environ, _returned(ws))
+
+
+_refusal_classes: Dict[type, type] = {}
+
+
+def framework_refusal(refusal: HandshakeError) -> HandshakeError:
+    """``refusal`` in a form the running web framework sends as it is.
+
+    A :class:`HandshakeError` raised inside a Flask (or other werkzeug-based)
+    view would become a 500 with a logged traceback; once werkzeug is
+    loaded, the refusal is also a ``werkzeug.exceptions.HTTPException``,
+    which Flask answers with the refusal's own status, headers and body.
+    """
+    exceptions = sys.modules.get("werkzeug.exceptions")
+    http_exception = getattr(exceptions, "HTTPException", None)
+    if http_exception is None or isinstance(refusal, http_exception):
+        return refusal
+    cls = type(refusal)
+    both = _refusal_classes.get(cls)
+    if both is None:
+        both = _refusal_classes[cls] = type(
+            cls.__name__,
+            (cls, http_exception),
+            {"get_response": _werkzeug_response, "__module__": cls.__module__},
+        )
+    converted: HandshakeError = HandshakeError.__new__(both)
+    converted.__dict__.update(refusal.__dict__)
+    converted.args = refusal.args
+    # What werkzeug's HTTPException API reads.
+    extra: Any = converted
+    extra.code = refusal.status_code
+    extra.description = refusal.reason_text
+    extra.response = None
+    return converted
+
+
+def _werkzeug_response(self: HandshakeError, *args: Any, **kwargs: Any) -> Any:
+    from werkzeug.wrappers import Response
+
+    status = self.status_code or 400
+    return Response(
+        self.body,
+        status,
+        [("Content-Type", "text/plain; charset=utf-8"), *self.headers],
+    )
 
 
 def end_response(mode: str, start_response: StartResponse) -> List[bytes]:
-    """End the WSGI call of a request whose connection the WebSocket took.
+    """What a WSGI app returns after a WebSocket it accepted itself.
 
-    No HTTP bytes may follow the WebSocket on the socket, and the server must
-    neither log an error nor try to keep the connection alive.
+    Kept for code written for earlier greenws versions and simple-websocket:
+    since :meth:`greenws.Server.accept` already keeps the hosting server off
+    the socket (:func:`take_over`), any return value would do; this one is
+    an empty body.
     """
-    if mode == "werkzeug":
-        raise _HandledByWebSocket("WebSocket closed")
-    if mode == "gunicorn":
-        # Every gunicorn worker treats StopIteration as "close, write nothing".
-        raise StopIteration()
-    if mode == "eventlet":
-        wsgi = sys.modules.get("eventlet.wsgi")
-        local = getattr(wsgi, "WSGI_LOCAL", None)
-        if local is not None:
-            local.already_handled = True
-        return list(getattr(wsgi, "ALREADY_HANDLED", []) or [])
-    if mode == "gevent":
-        handler = getattr(start_response, "__self__", None)
-        if handler is not None and hasattr(handler, "close_connection"):
-            handler.close_connection = True
-        return []
     return []
 
 

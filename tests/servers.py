@@ -24,6 +24,7 @@ KINDS = [
     "gunicorn-gevent",
     "gunicorn-eventlet",
     "eventlet",
+    "eventlet-plain",
     "gevent",
     "gevent-patched",
 ]

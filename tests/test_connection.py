@@ -336,6 +336,38 @@ def test_peer_vanishes_gives_1006(harness, role):
     assert not ws.connected
 
 
+@pytest.mark.parametrize("busy", [False, True])
+def test_reader_bug_is_logged_and_closes_1011(
+    harness, role, rt, caplog, monkeypatch, busy
+):
+    """An error in reading that is no I/O error is a bug of ours: logged at
+    ERROR with its traceback, the peer told 1011 -- never a silent 1006.
+
+    ``busy``: nobody is in receive() when the data arrives (the reader
+    thread or the hub's watcher reads).
+    """
+    import logging
+
+    caplog.set_level(logging.ERROR, logger="greenws")
+    ws, peer = raw_pair(harness, role)
+
+    def broken(self, data):
+        raise RuntimeError("bug in the protocol layer")
+
+    # The peer is raw: only ``ws`` uses the class.
+    monkeypatch.setattr(type(ws._protocol), "receive_data", broken)
+    peer.send_frame(OP_TEXT, "boom")
+    if not busy:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.receive(timeout=WAIT)
+        assert closed.value.reason == 1011
+    assert read_close(peer) == (1011, "internal error")
+    assert rt.wait_until(lambda: ws.close_reason == 1011)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and errors[0].exc_info is not None
+    assert "bug in the protocol layer" in str(errors[0].exc_info[1])
+
+
 # -- pings ---------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 
     serve.py KIND PORT [MODULE]     (MODULE defaults to echo_app)
 
-KIND: werkzeug | eventlet | gevent (not monkey-patched) | gevent-patched.
+KIND: werkzeug | eventlet (monkey-patched) | eventlet-plain (not patched) |
+gevent (not monkey-patched) | gevent-patched.
 gunicorn is started with its own command line (see tests/servers.py).
 """
 
@@ -28,7 +29,8 @@ if kind == "werkzeug":
     from werkzeug.serving import run_simple
 
     run_simple("127.0.0.1", port, app, threaded=True)
-elif kind == "eventlet":
+elif kind in ("eventlet", "eventlet-plain"):
+    import eventlet
     import eventlet.wsgi
 
     eventlet.wsgi.server(eventlet.listen(("127.0.0.1", port)), app)
