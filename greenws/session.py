@@ -1,0 +1,297 @@
+"""The policy of an open WebSocket, free of I/O.
+
+:class:`Session` sits between :class:`~greenws.protocol.Protocol` (frames)
+and an I/O driver (threads, a gevent/eventlet hub, asyncio).  It decides
+everything that is not moving bytes or waiting:
+
+- the receive queue and backpressure: whole messages wait in ``queue``;
+  reading should pause while :meth:`Session.room` is False, so that TCP
+  pushes back on the peer;
+- the closing handshake: who closed first, with which code and reason, what
+  to answer, when the incoming side is over (``reading``), which close codes
+  an application may send (:func:`check_close`);
+- pings: payloads, which ping a pong answers, the round-trip time, and
+  keepalive's verdict on a peer that stopped answering;
+- how the end of a connection is logged.
+
+It takes bytes and the time, and returns bytes to send and tokens to wake;
+it never touches a socket, a thread, a lock or a clock, so every rule is
+testable with byte strings and made-up times, and every driver gets the same
+rules.  A driver calls it with its own serialisation (one lock, one task):
+a Session is not thread-safe by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from wsproto.events import CloseConnection, Ping, Pong
+from wsproto.utilities import LocalProtocolError
+
+from .protocol import (
+    ABNORMAL,
+    GOING_AWAY,
+    INTERNAL_ERROR,
+    MESSAGE,
+    NO_STATUS,
+    NORMAL_CLOSURE,
+    PING,
+    PONG,
+    Protocol,
+    Wire,
+)
+
+__all__ = [
+    "Session",
+    "check_close",
+    "check_ping",
+    "close_log_level",
+    "KEEPALIVE_TIMEOUT",
+    "OK_CODES",
+]
+
+Data = Union[str, bytes]
+
+#: Close reason when keepalive gives up on the peer (with code 1011).
+KEEPALIVE_TIMEOUT = "keepalive ping timeout"
+
+#: Codes after which ``for msg in ws`` ends quietly instead of raising.
+OK_CODES = (NORMAL_CLOSURE, GOING_AWAY, NO_STATUS)
+
+# RFC 6455 7.4.1: codes an endpoint may not put in a Close frame (1005 and
+# 1006 mean "none received" and "no Close at all"; 1015 is TLS's failure).
+_RESERVED = frozenset({1004, 1005, 1006, 1015})
+# Longest close reason: a control frame carries 125 bytes, 2 are the code.
+_MAX_REASON = 123
+# Longest ping payload (a control frame's).
+_MAX_PING = 125
+
+
+def check_close(code: Any, message: Any) -> Tuple[int, Optional[str]]:
+    """Validate what an application passes to ``close(reason, message)``.
+
+    Returns ``(code, message)`` with the default code (1000) filled in.
+    Raises :class:`TypeError` for a code that is not an ``int`` or a message
+    that is not a ``str``, and :class:`ValueError` for a code that may not
+    be sent (RFC 6455 7.4: 1000-1003, 1007-1014 and 3000-4999 may) or a
+    message longer than 123 bytes in UTF-8 or not encodable at all.
+    """
+    if code is None:
+        code = NORMAL_CLOSURE
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise TypeError(f"the close code must be an int, not {type(code).__name__}")
+    if not (1000 <= code <= 1014 or 3000 <= code <= 4999) or code in _RESERVED:
+        raise ValueError(
+            f"close code {code} may not be sent: use 1000-1003, 1007-1014 "
+            "or 3000-4999 (RFC 6455 7.4)"
+        )
+    if message is not None:
+        if not isinstance(message, str):
+            raise TypeError(
+                f"the close message must be a str, not {type(message).__name__}"
+            )
+        try:
+            size = len(message.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"the close message is not valid text: {exc}") from None
+        if size > _MAX_REASON:
+            raise ValueError(
+                f"the close message is {size} bytes in UTF-8; at most "
+                f"{_MAX_REASON} fit in a Close frame"
+            )
+    return code, message
+
+
+def check_ping(data: Any) -> bytes:
+    """The payload of an application's ``ping(data)``: ``str`` as UTF-8."""
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    if len(payload) > _MAX_PING:
+        raise ValueError(
+            f"a ping payload is at most {_MAX_PING} bytes, not {len(payload)}"
+        )
+    return payload
+
+
+def close_log_level(code: int) -> int:
+    """How the end of a connection with ``code`` is logged.
+
+    Normal ends (1000, 1001, no status) and application codes (3000-4999)
+    at DEBUG; abnormal ends (1006, protocol errors, 1011 ...) at INFO.
+    """
+    if code in OK_CODES or 3000 <= code <= 4999:
+        return logging.DEBUG
+    return logging.INFO
+
+
+class Session:
+    """The policy of one open connection (see the module docstring)."""
+
+    __slots__ = (
+        "protocol",
+        "client",
+        "max_queue",
+        "queue",
+        "closing",
+        "close_reason",
+        "close_message",
+        "reading",
+        "latency",
+        "answered",
+        "_pings",
+    )
+
+    def __init__(
+        self, protocol: Protocol, *, client: bool, max_queue: Optional[int]
+    ) -> None:
+        self.protocol = protocol
+        #: Whether this is the client end (it waits for the server to close
+        #: TCP after the closing handshake).
+        self.client = client
+        self.max_queue = max_queue
+        #: Whole messages not yet taken by the application, oldest first.
+        #: (A list: it holds at most max_queue messages, and an empty deque
+        #: costs 600 bytes more per connection.)
+        self.queue: List[Data] = []
+        #: True once either side has started the closing handshake, or the
+        #: connection failed: no more messages are queued or sent.
+        self.closing = False
+        self.close_reason = NO_STATUS
+        self.close_message: Optional[str] = None
+        #: False once nothing more is to be read: the peer's Close has come,
+        #: or the connection failed.
+        self.reading = True
+        #: Round-trip time of the last answered ping, in seconds.
+        self.latency: Optional[float] = None
+        #: Tokens of pings answered since the driver last looked (it empties
+        #: the list and wakes their waiters).
+        self.answered: List[Any] = []
+        # payload -> [token, time sent]
+        self._pings: Dict[bytes, List[Any]] = {}
+
+    # -- incoming ----------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> Optional[List[Wire]]:
+        """Feed bytes read from the peer.
+
+        Whole messages go to ``queue`` (dropped once closing).  Returns the
+        frames to send back, in order -- pongs, and the Close frame that
+        answers the peer's or fails the connection -- or None when there are
+        none (the common case).  ``reading`` turns False when the incoming
+        side is over; ``answered`` lists pings a pong answered.  Every frame
+        in ``data`` is accounted for before this returns: nothing a caller
+        does with the result can lose a message.
+        """
+        replies: Optional[List[Wire]] = None
+        value: Any
+        for kind, value in self.protocol.receive_data(data):
+            if kind == MESSAGE:
+                if not self.closing:
+                    self.queue.append(value)
+            elif kind == PING:
+                if not self.closing:
+                    if replies is None:
+                        replies = []
+                    replies.append(self.protocol.send(Pong(payload=value)))
+            elif kind == PONG:
+                self._pong(value, now)
+            else:
+                # CLOSE: echo the peer's Close (RFC 6455 5.5.1), unless ours
+                # went first.  FAIL: a protocol error; our Close says which.
+                frame = self.start_close(*value)
+                self.reading = False
+                if frame is not None:
+                    if replies is None:
+                        replies = []
+                    replies.append(frame)
+                break
+        return replies
+
+    def room(self) -> bool:
+        """Whether reading may go on: the queue is not full (or closing,
+        when only the peer's Close is still wanted)."""
+        return (
+            self.closing or self.max_queue is None or len(self.queue) < self.max_queue
+        )
+
+    def connection_lost(self) -> None:
+        """The peer is gone (EOF or a socket error): 1006 unless closing."""
+        if not self.closing:
+            self.closing = True
+            self.close_reason = ABNORMAL
+            self.close_message = None
+        self.reading = False
+
+    # -- closing -----------------------------------------------------------
+
+    def start_close(self, code: int, reason: Optional[str]) -> Optional[bytes]:
+        """Begin the closing handshake with ``code`` and ``reason``.
+
+        Returns our Close frame, or None if the connection was already
+        closing (the first close decides the code).  ``code`` and ``reason``
+        must be valid (see :func:`check_close`), or come from the peer.
+        """
+        if self.closing:
+            return None
+        self.closing = True
+        self.close_reason = code
+        self.close_message = reason
+        try:
+            return self.protocol.send(CloseConnection(code=code, reason=reason))
+        except LocalProtocolError:  # wsproto already closed
+            return None
+
+    def fail(self, code: int, reason: Optional[str]) -> bool:
+        """Fail the connection without a Close frame (the peer does not
+        listen, e.g. keepalive gave up).  False if it was already closing."""
+        if self.closing:
+            return False
+        self.closing = True
+        self.close_reason = code
+        self.close_message = reason
+        self.reading = False
+        return True
+
+    def keepalive_failed(self) -> bool:
+        """Keepalive's pong did not come in time: fail with 1011."""
+        return self.fail(INTERNAL_ERROR, KEEPALIVE_TIMEOUT)
+
+    # -- pings -------------------------------------------------------------
+
+    def ping(self, payload: bytes, token: Any, now: float) -> bytes:
+        """Register a ping and return its frame.
+
+        An empty payload, or one already waiting for its pong, is replaced
+        by four random bytes; ``token`` (say, an event to set) goes to
+        ``answered`` when the pong comes.
+        """
+        pings = self._pings
+        while not payload or payload in pings:
+            payload = os.urandom(4)
+        pings[payload] = [token, now]
+        return self.protocol.send(Ping(payload=payload))
+
+    def forget_ping(self, token: Any) -> None:
+        """Drop a ping nobody waits for any more (its caller timed out)."""
+        for payload, entry in list(self._pings.items()):
+            if entry[0] is token:
+                self._pings.pop(payload, None)
+
+    def waiting_pings(self) -> List[Any]:
+        """Tokens of every ping still waiting (to wake them on close)."""
+        return [entry[0] for entry in self._pings.values()]
+
+    def _pong(self, payload: bytes, now: float) -> None:
+        pings = self._pings
+        if payload not in pings:
+            return  # unsolicited pong: allowed, ignored
+        # A pong answers its ping and every earlier one still waiting.
+        for key in list(pings):
+            entry = pings.pop(key, None)
+            if entry is None:
+                continue
+            self.latency = now - entry[1]
+            self.answered.append(entry[0])
+            if key == payload:
+                break
