@@ -1,0 +1,168 @@
+"""greenws.session: the connection's policy, with byte strings and made-up times."""
+
+from __future__ import annotations
+
+import logging
+import struct
+
+import pytest
+from wsproto import ConnectionType
+from wsproto.connection import Connection
+
+from greenws.protocol import Protocol
+from greenws.session import (
+    KEEPALIVE_TIMEOUT,
+    Session,
+    check_close,
+    check_ping,
+    close_log_level,
+)
+
+
+def frame(opcode, payload=b"", mask=b"\x01\x02\x03\x04"):
+    """A masked client frame (the session under test is a server)."""
+    head = bytes([0x80 | opcode, 0x80 | len(payload)])
+    data = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + data
+
+
+def session(max_queue=None):
+    conn = Connection(ConnectionType.SERVER)
+    return Session(Protocol(conn), client=False, max_queue=max_queue)
+
+
+def test_messages_queue_in_order():
+    s = session()
+    assert s.receive_data(frame(1, b"a") + frame(2, b"b"), 0.0) is None
+    assert s.queue == ["a", b"b"]
+
+
+def test_ping_answered_with_pong_and_following_message_kept():
+    s = session()
+    replies = s.receive_data(frame(9, b"hi") + frame(1, b"after"), 0.0)
+    assert replies == [b"\x8a\x02hi"]
+    assert s.queue == ["after"]
+
+
+def test_room_follows_max_queue():
+    s = session(max_queue=2)
+    s.receive_data(frame(1, b"1"), 0.0)
+    assert s.room()
+    s.receive_data(frame(1, b"2"), 0.0)
+    assert not s.room()
+    s.queue.pop(0)
+    assert s.room()
+
+
+def test_peer_close_is_echoed_and_ends_reading():
+    s = session()
+    payload = struct.pack("!H", 4000) + b"bye"
+    replies = s.receive_data(frame(1, b"last") + frame(8, payload), 0.0)
+    assert replies == [b"\x88\x05" + payload]
+    assert (s.closing, s.reading) == (True, False)
+    assert (s.close_reason, s.close_message) == (4000, "bye")
+    assert s.queue == ["last"]
+
+
+def test_our_close_first_keeps_our_code():
+    s = session()
+    assert s.start_close(1001, "going") == b"\x88\x07\x03\xe9going"
+    assert s.start_close(1000, None) is None
+    s.receive_data(frame(1, b"dropped") + frame(8, b"\x03\xe8"), 0.0)
+    assert (s.close_reason, s.close_message) == (1001, "going")
+    assert s.queue == [] and not s.reading
+
+
+def test_protocol_error_fails_with_its_code():
+    s = session()
+    replies = s.receive_data(bytes([0x83, 0x80]) + b"\x00" * 4, 0.0)  # opcode 3
+    assert s.close_reason == 1002 and not s.reading
+    assert replies is not None and replies[0][:4] == b"\x88" + bytes(
+        [len(replies[0]) - 2]
+    ) + struct.pack("!H", 1002)
+
+
+def test_connection_lost_is_1006_unless_closing():
+    s = session()
+    s.connection_lost()
+    assert s.close_reason == 1006
+    s = session()
+    s.start_close(1000, None)
+    s.connection_lost()
+    assert s.close_reason == 1000
+
+
+def test_keepalive_failure_is_1011_without_a_frame():
+    s = session()
+    assert s.keepalive_failed()
+    assert (s.close_reason, s.close_message) == (1011, KEEPALIVE_TIMEOUT)
+    assert not s.keepalive_failed()
+
+
+def test_pong_answers_its_ping_and_earlier_ones():
+    s = session()
+    first = object()
+    second = object()
+    s.ping(b"one", first, 10.0)
+    s.ping(b"two", second, 11.0)
+    s.receive_data(frame(10, b"two"), 11.5)
+    assert s.answered == [first, second]
+    assert s.latency == pytest.approx(0.5)
+    assert s.waiting_pings() == []
+
+
+def test_unsolicited_pong_and_forgotten_ping():
+    s = session()
+    token = object()
+    s.ping(b"x", token, 0.0)
+    s.forget_ping(token)
+    s.receive_data(frame(10, b"x"), 1.0)
+    assert s.answered == [] and s.latency is None
+
+
+def test_ping_payload_made_unique():
+    s = session()
+    s.ping(b"", "a", 0.0)
+    s.ping(b"", "b", 0.0)
+    assert len(s.waiting_pings()) == 2
+
+
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 1016, 2999, 5000])
+def test_check_close_refuses_reserved_codes(code):
+    with pytest.raises(ValueError, match="may not be sent"):
+        check_close(code, None)
+
+
+@pytest.mark.parametrize("code", [None, 1000, 1003, 1007, 1014, 3000, 4999])
+def test_check_close_accepts(code):
+    assert check_close(code, "ok") == (code or 1000, "ok")
+
+
+@pytest.mark.parametrize("code", ["going away", 1000.0, True])
+def test_check_close_type(code):
+    with pytest.raises(TypeError):
+        check_close(code, None)
+
+
+def test_check_close_message():
+    with pytest.raises(ValueError, match="123"):
+        check_close(1000, "é" * 62)
+    with pytest.raises(ValueError):
+        check_close(1000, "bye \udcff")
+    with pytest.raises(TypeError):
+        check_close(1000, b"bytes")
+    assert check_close(1000, "é" * 61) == (1000, "é" * 61)
+
+
+def test_check_ping():
+    assert check_ping("é") == "é".encode()
+    assert check_ping(bytearray(b"x")) == b"x"
+    with pytest.raises(ValueError):
+        check_ping(b"x" * 126)
+
+
+def test_close_log_levels():
+    assert close_log_level(1000) == logging.DEBUG
+    assert close_log_level(4001) == logging.DEBUG
+    assert close_log_level(1006) == logging.INFO
+    assert close_log_level(1011) == logging.INFO
