@@ -1,4 +1,4 @@
-"""Packaging: what the Makefile installs, the extras.
+"""Packaging: what the Makefile installs, the extras, the license.
 
 ``make demo`` installs only the ``demo`` extra (what examples/chat needs),
 ``make test`` everything; both are read from ``make -n`` run as on a fresh
@@ -98,3 +98,11 @@ def test_demo_extra_is_what_the_chat_example_needs() -> None:
     assert extra("demo") == needed | {"gevent"}
     assert extra("demo") <= extra("test")  # so `make test` can run the demo too
 
+
+def test_license_file() -> None:
+    metadata = setup_cfg()["metadata"]
+    assert metadata["license"] == "MIT"
+    assert metadata["license_files"].split() == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert text.startswith("MIT License\n\nCopyright (c) 2026 the greenws authors\n")
+    assert 'THE SOFTWARE IS PROVIDED "AS IS"' in text
