@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import ast
 import configparser
+import importlib.metadata
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Set
+from typing import List, Set, Tuple
 
 import pytest
 from servers import ROOT
@@ -32,11 +33,39 @@ def setup_cfg() -> configparser.ConfigParser:
     return config
 
 
+def requirements(section: str, key: str) -> List[str]:
+    """The requirement lines of a setup.cfg option (comments dropped)."""
+    lines = setup_cfg()[section][key].split("\n")
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
 def extra(name: str) -> Set[str]:
     """The distribution names an extra of setup.cfg requires."""
-    lines = setup_cfg()["options.extras_require"][name].split("\n")
-    return {re.split(r"[\s\[<>=!~;]", line.strip(), maxsplit=1)[0].lower()
-            for line in lines if line.strip()}
+    return {
+        re.split(r"[\s\[<>=!~;]", line, maxsplit=1)[0].lower()
+        for line in requirements("options.extras_require", name)
+    }
+
+
+def installed_closure(lines: List[str]) -> Set[str]:
+    """The distributions pip would install for ``lines``, as installed here."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: Set[Tuple[str, str]] = set()
+    todo = [Requirement(line) for line in lines]
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        for wanted in ("", *requirement.extras):
+            if (name, wanted) in seen:
+                continue
+            seen.add((name, wanted))
+            for line in importlib.metadata.distribution(name).requires or []:
+                sub = Requirement(line)
+                if sub.marker is None or sub.marker.evaluate({"extra": wanted}):
+                    todo.append(sub)
+    return {name for name, _ in seen}
 
 
 def make_dry_run(target: str, tmp_path: Path) -> List[str]:
@@ -97,6 +126,52 @@ def test_demo_extra_is_what_the_chat_example_needs() -> None:
     assert "worker_class\", \"gevent\"" in (CHAT / "run.py").read_text()
     assert extra("demo") == needed | {"gevent"}
     assert extra("demo") <= extra("test")  # so `make test` can run the demo too
+
+
+def link_distributions(names: Set[str], target: Path) -> None:
+    """Make ``target`` a site directory holding only the installed
+    distributions ``names`` (their files, linked), metadata included."""
+    from packaging.utils import canonicalize_name
+
+    for dist in importlib.metadata.distributions():
+        if canonicalize_name(dist.metadata["Name"]) not in names:
+            continue
+        for top in {file.parts[0] for file in dist.files or []}:
+            source = Path(str(dist.locate_file(top)))
+            if top != ".." and source.exists() and not (target / top).exists():
+                (target / top).symlink_to(source)
+
+
+#: Imports what the chat example imports under each of run.py's servers.
+DEMO_IMPORTS = """
+import sys
+sys.path[:0] = [{site!r}, {root!r}, "examples/chat"]
+import app                                             # Flask
+import gunicorn.app.base, gunicorn.workers.ggevent     # the default server
+import eventlet.hubs, eventlet.wsgi                    # --server eventlet
+import werkzeug.serving                                # --server werkzeug
+"""
+
+
+def test_demo_extra_has_everything_the_demo_imports(tmp_path: Path) -> None:
+    """What pip would install for ``.[demo]`` is enough to run the demo.
+
+    A Python without site-packages (``-S``) gets a site directory with just
+    the distributions that ``.[demo]`` pulls in, as installed here, and
+    imports what the demo imports.  (gunicorn's gevent worker imports
+    ``packaging``, which only gunicorn's own ``gevent`` extra brings.)
+    """
+    wanted = installed_closure(
+        [*requirements("options", "install_requires"),
+         *requirements("options.extras_require", "demo")]
+    )
+    link_distributions(wanted, tmp_path)
+    code = DEMO_IMPORTS.format(site=str(tmp_path), root=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_license_file() -> None:
