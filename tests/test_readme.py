@@ -4,8 +4,12 @@ Every ```` ```python ```` block of README.md has a marker on the line before
 it, ``<!-- example: NAME -->`` (an HTML comment, invisible on GitHub and
 PyPI).  The tests take the blocks from README.md itself, so the README and
 what is tested cannot drift, and :func:`test_every_readme_example_runs`
-fails for a block without a marker or a marker no test runs.  To add an
-example: put a marker before its block, and run it in a test decorated with
+fails for a block without a marker or a marker no test runs.
+
+To add an example, put a marker before its block, then: a server script
+gets an entry in :data:`SCRIPTS` (how to point it at a free port); a WSGI
+app an entry in :func:`app_modules` (and :data:`ONLY_ON` if it runs on some
+servers only) and a test taking the ``host`` fixture, decorated with
 ``@runs("NAME")``.
 
 How a block runs depends on what it is:
@@ -312,6 +316,8 @@ ONLY_ON = {
     "presets": ["gunicorn-gevent", "gevent"],  # it names presets.GEVENT
     # flask-sock's servers, as the README lists them.
     "dropin": ["werkzeug", "gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent"],
+    # Sets up logging for its whole process: served alone, by its test.
+    "logging_setup": [],
 }
 
 
@@ -366,10 +372,7 @@ def readme_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module", params=HOSTS)
 def served(request: pytest.FixtureRequest, readme_dir: Path):
     kind = request.param
-    names = [
-        name for name in app_modules()
-        if kind in ONLY_ON.get(name, HOSTS) and name != "logging_setup"
-    ]
+    names = [name for name in app_modules() if kind in ONLY_ON.get(name, HOSTS)]
     server = ReadmeServer(kind, readme_dir, names)
     try:
         yield server
