@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import configparser
 import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
@@ -72,9 +73,11 @@ def make_dry_run(target: str, tmp_path: Path) -> List[str]:
     """The commands ``make TARGET`` would run in a fresh clone."""
     if shutil.which("make") is None:
         pytest.skip("no make on this machine")
+    # Not as a sub-make of `make test`: no inherited flags, no directory lines.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
     result = subprocess.run(
-        ["make", "-n", target, f"VENV={tmp_path / 'venv'}"],
-        cwd=str(ROOT), capture_output=True, text=True, timeout=30,
+        ["make", "-n", "--no-print-directory", target, f"VENV={tmp_path / 'venv'}"],
+        cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout.splitlines()
