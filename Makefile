@@ -3,14 +3,23 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# `make demo` installs only the demo's extra, not the test/lint/bench tools.
+DEMO_STAMP := $(VENV)/.installed-demo
+SOURCES := setup.cfg setup.py pyproject.toml greenws/_speedups.c
 
 .PHONY: install test demo bench lint clean browser
 
-$(STAMP): setup.cfg setup.py pyproject.toml greenws/_speedups.c
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): $(SOURCES) | $(PY)
 	$(PY) -m pip install -q -e '.[test,lint,bench]'
 	touch $(STAMP)
+
+$(DEMO_STAMP): $(SOURCES) | $(PY)
+	$(PY) -m pip install -q -e '.[demo]'
+	touch $(DEMO_STAMP)
 
 install: $(STAMP)
 
@@ -27,7 +36,8 @@ browser:
 test: $(STAMP) browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-demo: $(STAMP)
+# Serves examples/chat on http://127.0.0.1:8000/ and prints that URL.
+demo: $(DEMO_STAMP)
 	$(PY) examples/chat/run.py
 
 bench: $(STAMP)

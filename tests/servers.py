@@ -10,10 +10,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, Iterator, List, Optional
 
 APPS = Path(__file__).parent / "apps"
+ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 #: Every hosting server the integration tests run on.
@@ -44,6 +46,12 @@ BAD_LOG = re.compile(
     r"Traceback|Error handling request|Internal Server Error|\" 500 "
     r"|appears to be blocked"
 )
+
+
+def check_log(output: str, what: str, bad_log: re.Pattern[str] = BAD_LOG) -> None:
+    """Fail if a server's ``output`` has a line matching ``bad_log``."""
+    bad = [line for line in output.splitlines() if bad_log.search(line)]
+    assert not bad, f"{what} logged errors:\n{output[-4000:]}"
 
 
 def gunicorn_options() -> List[str]:
@@ -151,11 +159,80 @@ class HostedServer:
     def stop_and_check(self, bad_log: re.Pattern[str] = BAD_LOG) -> str:
         """Stop the server; fail if it logged an error (see :data:`BAD_LOG`)."""
         output = self.stop()
-        bad = [line for line in output.splitlines() if bad_log.search(line)]
-        assert not bad, f"{self.kind} logged errors:\n{output[-4000:]}"
+        check_log(output, self.kind, bad_log)
         return output
 
     def output(self) -> str:
         self._log.flush()
         self._log.seek(0)
         return self._log.read().decode("utf-8", "replace")
+
+    def wait_for_output(
+        self, condition: Callable[[str], bool], timeout: float = 10.0
+    ) -> str:
+        """Poll the server's output until ``condition(output)``; return it.
+
+        For what a server only tells through its log (there is no event to
+        wait on).
+        """
+        deadline = time.monotonic() + timeout
+        while not condition(output := self.output()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.kind}: condition not met after {timeout}s:\n"
+                    + output[-4000:]
+                )
+            time.sleep(0.02)
+        return output
+
+
+class Proc:
+    """A Python script run as a subprocess (examples, README snippets).
+
+    Its output goes to a file shown on failure.  It runs in its own process
+    group, so that :meth:`kill` also reaches the workers it forked.
+    """
+
+    def __init__(self, args: List[str], cwd: Path = ROOT) -> None:
+        self._log = tempfile.TemporaryFile()
+        self.popen = subprocess.Popen(
+            [sys.executable, *args], cwd=str(cwd),
+            stdout=self._log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")
+
+    def wait_for_port(self, port: int, timeout: float = 20.0) -> None:
+        try:
+            wait_for_port(port, self.popen, timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise AssertionError(f"{exc}:\n{self.output()}") from None
+
+    def interrupt(self, timeout: float = 15.0) -> int:
+        """Send Ctrl-C (SIGINT) and wait for the exit status."""
+        self.popen.send_signal(signal.SIGINT)
+        return self.popen.wait(timeout)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:  # pragma: no cover - exited meanwhile
+                pass
+            self.popen.wait(10)
+        self._log.close()
+
+
+@contextmanager
+def serving(args: List[str], port: int, cwd: Path = ROOT) -> Iterator[Proc]:
+    """Run a server script until the block ends, once ``port`` listens."""
+    proc = Proc(args, cwd)
+    try:
+        proc.wait_for_port(port)
+        yield proc
+    finally:
+        proc.kill()

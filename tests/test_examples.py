@@ -10,86 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict
 
 import pytest
+from servers import ROOT, free_port, serving
 
 import greenws
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = ROOT / "examples"
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Proc:
-    """A subprocess whose output goes to a file we can show on failure."""
-
-    def __init__(self, args: List[str]) -> None:
-        self._log = tempfile.TemporaryFile()
-        self.popen = subprocess.Popen(
-            [sys.executable, *args], cwd=str(EXAMPLES.parent),
-            stdout=self._log, stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            start_new_session=True,  # so cleanup can reach gunicorn's worker too
-        )
-
-    def output(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode("utf-8", "replace")
-
-    def wait_for_port(self, port: int, timeout: float = 20.0) -> None:
-        """Poll until something listens on ``port`` (there is no event to await)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                pytest.fail(f"server exited with {self.popen.returncode}:\n"
-                            + self.output())
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        pytest.fail(f"nothing listening on {port} after {timeout}s:\n" + self.output())
-
-    def interrupt(self, timeout: float = 15.0) -> int:
-        """Send Ctrl-C (SIGINT) and wait for the exit status."""
-        self.popen.send_signal(signal.SIGINT)
-        return self.popen.wait(timeout)
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:  # pragma: no cover - exited meanwhile
-                pass
-            self.popen.wait(10)
-        self._log.close()
-
-
-@contextmanager
-def serving(args: List[str], port: int) -> Iterator[Proc]:
-    proc = Proc(args)
-    try:
-        proc.wait_for_port(port)
-        yield proc
-    finally:
-        proc.kill()
 
 
 def next_event(ws: greenws.Client, kind: str, timeout: float = 10.0) -> Dict[str, Any]:
