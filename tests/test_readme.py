@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Set, Tuple, TypeVar
 
 import pytest
-from rawws import RawClient, frame
+from rawws import RawClient, close_frame, frame
 from servers import (
     BAD_LOG,
     ROOT,
@@ -328,6 +328,7 @@ def app_modules() -> Dict[str, str]:
     return {
         "myapp": example("myapp"),
         "accept_yourself": example("accept_yourself"),
+        "flask_view": example("flask_view"),
         "prefer_v2": HANDLER_PRELUDE + example("prefer_v2"),
         "origins": HANDLER_PRELUDE + example("origins"),
         "logged_in_only": HANDLER_PRELUDE + example("logged_in_only"),
@@ -432,6 +433,23 @@ def test_accept_yourself_survives_any_close(host: ReadmeServer) -> None:
         raw.close()
     # The refusal is the 4xx answer.
     assert http_status(host.http_url + "/accept_yourself/") == 426
+    host.settle()
+
+
+@runs("flask_view")
+def test_flask_view(host: ReadmeServer) -> None:
+    """A Flask view that returns "" after the WebSocket: nothing follows our
+    Close frame on the wire, and no error or 500 is logged."""
+    url = host.url_of("flask_view", "echo")
+    for code in (1000, 1001, 4000):
+        echo_round_trip(url, code)
+    raw = RawClient(host.port, "/flask_view/echo")
+    assert raw.status == 101
+    raw.send(frame(0x1, b"hi"))
+    assert raw.read_frame() == (0x1, True, b"hi")
+    raw.send(close_frame(1000))
+    assert raw.read_until_eof() == b"\x88\x02\x03\xe8"
+    raw.close()
     host.settle()
 
 

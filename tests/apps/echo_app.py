@@ -94,8 +94,11 @@ def accept_directly(environ, start_response):
     except greenws.HandshakeError as exc:
         return exc(environ, start_response)
     with ws:
-        for message in ws:
-            ws.send(message)
+        try:
+            for message in ws:
+                ws.send(message)
+        except greenws.ConnectionClosed:
+            pass  # closed with an error code, or dropped
     return greenws.end_response(ws.mode, start_response)
 
 
