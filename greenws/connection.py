@@ -230,7 +230,10 @@ class Base:
             self._on_duty = False
             self._want_read = False
         self._armed = False  # hub mode: the readiness watcher is on
-        self._reading = False  # hub mode: a greenlet is in _read_once()
+        # Hub mode: a greenlet is in _read_once(), or this one handles the
+        # bytes that came with the handshake below (a Close among them is
+        # answered with reads of its own: the watcher must stay off).
+        self._reading = True
         try:
             self.local_address: Any = sock.getsockname()
             self.remote_address: Any = peer if peer else sock.getpeername()
@@ -242,6 +245,7 @@ class Base:
         if not self._handle(protocol.receive_data(pending)):
             self._finish()
             return
+        self._reading = False
         _registry.add(self)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(

@@ -794,6 +794,28 @@ def test_frame_pipelined_with_101_delivered_at_once(harness):
     assert client.receive(timeout=2) == "early bird"
 
 
+def test_close_pipelined_with_101(harness):
+    """A server that closes right after its handshake (one that is stopping
+    does): its Close may come in the same read as the 101.
+
+    The client echoed it while handling that read in connect(), which armed
+    the hub's watcher, and then waited for the server to close TCP with a
+    recv() of its own: eventlet refused the second reader (RuntimeError out
+    of connect()).
+    """
+    from conftest import frame
+
+    # The raw server never closes TCP: close_timeout bounds the wait for it.
+    client, peer = harness.raw_server(
+        after_101=frame(OP_CLOSE, close_payload(1001, "bye")), close_timeout=0.5
+    )
+    assert (client.close_reason, client.close_message) == (1001, "bye")
+    _, _, opcode, payload = peer.read_frame()
+    assert (opcode, payload) == (OP_CLOSE, close_payload(1001, "bye"))
+    with pytest.raises(ConnectionClosed):
+        client.receive(timeout=0)
+
+
 def test_frame_pipelined_with_request_delivered_at_once(harness):
     from conftest import frame, raw_request, read_http_head
 
