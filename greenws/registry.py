@@ -5,14 +5,28 @@ deploy) should tell its WebSocket peers it is going away (1001) instead of
 letting them see the TCP connection vanish (1006).  :func:`close_all` does
 that for every connection still open in the process; :func:`stop` does it
 too and also closes every connection that opens afterwards, for a server
-that keeps accepting for a while after it began to stop.
+that keeps accepting for a while after it began to stop;
+:func:`close_all_on_signals` calls :func:`stop` when a signal arrives, for
+servers without a shutdown hook (eventlet.wsgi, gevent.pywsgi).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
-from typing import TYPE_CHECKING, Any, List, Optional, Set, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterable,
+    List,
+    Optional,
+    Set,
+    Tuple,
+)
 
+from . import presets
 from .log import logger
 
 if TYPE_CHECKING:
@@ -23,6 +37,7 @@ __all__ = [
     "close_all",
     "stop",
     "stopping",
+    "close_all_on_signals",
 ]
 
 #: Close code sent by :func:`close_all` and :func:`stop`.
@@ -120,6 +135,140 @@ def stop(
     global _stopping
     _stopping = (code, reason)
     return close_all(code, reason, timeout)
+
+
+def close_all_on_signals(
+    signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT),
+    code: int = GOING_AWAY,
+    reason: Optional[str] = SHUTTING_DOWN,
+    timeout: Optional[float] = None,
+    preset: Optional[Any] = None,
+) -> None:
+    """Close every connection with ``code`` when one of ``signals`` arrives.
+
+    For servers with no shutdown hook of their own (eventlet.wsgi,
+    gevent.pywsgi).  On the first of ``signals``: the signals get back what
+    they did before, :func:`stop` runs in a new thread or greenlet of
+    ``preset`` (default: :func:`greenws.presets.detect`; pass
+    ``presets.GEVENT`` under a gevent server that is not monkey-patched),
+    and then the signal is sent again, so that the process ends as it would
+    have without greenws (a second signal meanwhile ends it at once).
+    Signals the process ignores are left alone.  Call it from the main
+    thread, before the server starts.
+
+    Each runtime gets its signals its own way: gevent through
+    ``gevent.signal_handler``; eventlet and threads through a plain handler
+    that only starts the work, since under eventlet it runs inside the hub,
+    which must not block.
+    """
+    runtime = presets.resolve(preset)
+    signals = [s for s in signals if signal.getsignal(s) != signal.SIG_IGN]
+    if not signals:
+        return
+    start = _eventlet_starter() if runtime.name == "eventlet" else _starter(runtime)
+    undo: List[Callable[[], None]] = []
+    fired: List[int] = []
+
+    def restore() -> None:
+        for step in undo:
+            step()
+        undo.clear()
+
+    def finish(signum: int) -> None:
+        try:
+            stop(code, reason, timeout)
+        except Exception:  # noqa: BLE001 - the process must still stop
+            logger.exception("closing the connections on signal %s failed", signum)
+        if runtime.name == "gevent":
+            # From the hub, where the previous handler would have run: a
+            # KeyboardInterrupt then reaches the main greenlet as usual,
+            # not through this greenlet.
+            import gevent
+
+            gevent.get_hub().loop.run_callback(os.kill, os.getpid(), signum)
+        else:
+            os.kill(os.getpid(), signum)
+
+    def on_signal(signum: int, frame: Any = None) -> None:
+        if fired:
+            return  # a second signal before restore() ran (gevent)
+        fired.append(signum)
+        restore()
+        start(lambda: finish(signum))
+
+    for signum in signals:
+        previous = signal.getsignal(signum)
+        if runtime.name == "gevent":
+            import gevent
+
+            watcher = gevent.signal_handler(signum, on_signal, signum)
+            undo.append(watcher.cancel)
+        else:
+            signal.signal(signum, on_signal)
+        # Puts back what the signal did (after gevent's watcher, which
+        # leaves the signal at SIG_DFL when cancelled).
+        undo.append(_setter(signum, previous))
+
+
+def _starter(runtime: Any) -> Callable[[Callable[[], None]], None]:
+    """A function that runs its argument in a new thread of ``runtime``."""
+
+    def start(target: Callable[[], None]) -> None:
+        thread = runtime["thread_class"](target=target)
+        try:
+            thread.daemon = True
+        except (AttributeError, RuntimeError):  # pragma: no cover
+            pass
+        thread.start()
+
+    return start
+
+
+def _eventlet_starter() -> Callable[[Callable[[], None]], None]:
+    """Like :func:`_starter`, for a signal handler under eventlet.
+
+    The handler runs inside the hub while it polls, and the poll then goes
+    on with the timeout it had (up to a minute when nothing else is due), so
+    a green thread spawned there could wait that long.  A green thread that
+    waits on a pipe instead is woken at once by a byte written to it.
+    """
+    import eventlet
+    import eventlet.hubs
+    import eventlet.patcher
+
+    # eventlet's green os.write() waits through the hub: not from inside it.
+    plain_os = eventlet.patcher.original("os")
+    read_fd, write_fd = plain_os.pipe()
+    plain_os.set_blocking(write_fd, False)
+    targets: List[Callable[[], None]] = []
+
+    def wait() -> None:
+        try:
+            eventlet.hubs.trampoline(read_fd, read=True)
+        finally:
+            plain_os.close(read_fd)
+            plain_os.close(write_fd)
+        for target in targets:
+            target()
+
+    eventlet.spawn_n(wait)
+
+    def start(target: Callable[[], None]) -> None:
+        targets.append(target)
+        plain_os.write(write_fd, b"\0")
+
+    return start
+
+
+def _setter(signum: int, handler: Any) -> Callable[[], None]:
+    """A function that gives ``signum`` back its ``handler``."""
+    # None: a handler not installed from Python; the default is closest.
+    handler = signal.SIG_DFL if handler is None else handler
+
+    def set_handler() -> None:
+        signal.signal(signum, handler)
+
+    return set_handler
 
 
 def _left(deadline: float) -> float:

@@ -3,10 +3,12 @@
     serve.py KIND PORT [MODULE]     (MODULE defaults to echo_app)
 
 KIND: werkzeug | eventlet | gevent (not monkey-patched) | gevent-patched.
+GREENWS_TEST_CLOSE_ON_SIGNALS=1 in the environment: greenws.close_all_on_signals().
 gunicorn is started with its own command line (see tests/servers.py).
 """
 
 import importlib
+import os
 import sys
 
 kind, port = sys.argv[1], int(sys.argv[2])
@@ -23,6 +25,14 @@ elif kind == "gevent-patched":
     monkey.patch_all()
 
 app = importlib.import_module(module).app
+
+if os.environ.get("GREENWS_TEST_CLOSE_ON_SIGNALS"):
+    # What the README's Deployment section tells users of these servers.
+    import greenws
+
+    greenws.close_all_on_signals(
+        preset=greenws.presets.GEVENT if kind == "gevent" else None
+    )
 
 if kind == "werkzeug":
     from werkzeug.serving import run_simple
