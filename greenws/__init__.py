@@ -17,7 +17,7 @@ from . import presets
 from .client import Client
 from .connection import Base
 from .errors import ConnectionClosed, ConnectionError, GreenWSError, HandshakeError
-from .registry import close_all
+from .registry import close_all, close_all_on_signals
 from .server import Server
 from .wsgi import WebSocketWSGI, end_response
 
@@ -33,6 +33,7 @@ __all__ = [
     "Server",
     "WebSocketWSGI",
     "close_all",
+    "close_all_on_signals",
     "end_response",
     "presets",
 ]

@@ -13,6 +13,7 @@ import logging
 import os
 import selectors
 import socket
+import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, Union
 
@@ -55,6 +56,13 @@ _MAX_READ = 256 * 1024
 # blocked reading (see "reading" below).
 _GRACE = 0.05
 _MAX_GRACE = 0.5
+
+# Makes _close_with()'s check-and-record atomic: close(), close_all()'s
+# closers, the reader and keepalive may start a close at the same moment.
+# Held for a few assignments only (never across I/O or a switch), so one lock
+# serves every connection; reentrant, so that a signal handler interrupting
+# the thread that holds it cannot deadlock.
+_close_lock = threading.RLock()
 
 # Codes after which ``for msg in ws`` ends quietly instead of raising.
 _OK_CODES = (NORMAL_CLOSURE, GOING_AWAY, NO_STATUS)
@@ -222,7 +230,10 @@ class Base:
             self._on_duty = False
             self._want_read = False
         self._armed = False  # hub mode: the readiness watcher is on
-        self._reading = False  # hub mode: a greenlet is in _read_once()
+        # Hub mode: a greenlet is in _read_once(), or this one handles the
+        # bytes that came with the handshake below (a Close among them is
+        # answered with reads of its own: the watcher must stay off).
+        self._reading = True
         try:
             self.local_address: Any = sock.getsockname()
             self.remote_address: Any = peer if peer else sock.getpeername()
@@ -234,6 +245,7 @@ class Base:
         if not self._handle(protocol.receive_data(pending)):
             self._finish()
             return
+        self._reading = False
         _registry.add(self)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -774,12 +786,13 @@ class Base:
         (``send=False`` when the peer is not listening anyway).  Returns
         False if the connection was already closing.
         """
-        if self._closing:
-            return False
-        self._closing = True
-        self.connected = False
-        self.close_reason = code
-        self.close_message = reason
+        with _close_lock:
+            if self._closing:
+                return False
+            self._closing = True
+            self.connected = False
+            self.close_reason = code
+            self.close_message = reason
         if send:
             self._write(
                 CloseConnection(code=code, reason=reason),

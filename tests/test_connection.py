@@ -6,6 +6,8 @@ peers are sockets driven frame by frame by the test.
 
 import os
 import struct
+import sys
+import threading
 import time
 
 import pytest
@@ -23,7 +25,7 @@ from conftest import (
 
 import greenws
 from greenws import ConnectionClosed
-from greenws.connection import _send_whole
+from greenws.connection import Base, _send_whole
 
 
 def raw_pair(harness, role, **kwargs):
@@ -268,6 +270,63 @@ def test_close_is_idempotent(ws_pair, role):
     # closing the side that received the Close is a no-op as well
     b.close(4300)
     assert b.close_reason == 4100
+
+
+def _yield_in(code):
+    """A thread tracer that lets other threads run at every line of ``code``.
+
+    As a debugger or a pure-Python coverage tracer does: CPython with the GIL
+    otherwise rarely switches threads inside a few lines without a call.
+    """
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+
+        def local(frame, event, arg):
+            if event == "line":
+                time.sleep(0)  # gives the GIL away
+            return local
+
+        return local
+
+    return tracer
+
+
+def test_racing_closes_record_the_close_that_was_sent(harness, rt):
+    """Many close() calls and close_all() at once: one close wins, whole.
+
+    Before, two closes could both find the connection not closing yet; the
+    loser's code overwrote close_reason although its Close frame was never
+    sent, so the application saw a close its peer never heard of.
+    """
+    threads = rt.name == "threading"
+    tracer = _yield_in(Base._close_with.__code__) if threads else None
+    racers = 8
+    for _ in range(5):
+        ws, peer = harness.raw_client(close_timeout=WAIT)
+        gate = threading.Barrier(racers + 1) if threads else None
+
+        def race(close, *args, gate=gate):
+            if gate is not None:
+                gate.wait(WAIT)
+            sys.settrace(tracer)
+            try:
+                close(*args)
+            finally:
+                sys.settrace(None)
+
+        tasks = [
+            rt.spawn(race, ws.close, 4000 + k, f"racer {k}") for k in range(racers)
+        ]
+        tasks.append(rt.spawn(race, greenws.close_all, 1001, "all", WAIT))
+        code, reason = read_close(peer)
+        peer.send_frame(OP_CLOSE, close_payload(code, reason))
+        for task in tasks:
+            task.get()
+        assert (ws.close_reason, ws.close_message) == (code, reason)
+        assert peer.read_eof()  # and no second Close frame before the end
+        assert not peer.buf
 
 
 def test_send_and_ping_after_close_raise(ws_pair, role, rt):
@@ -765,6 +824,28 @@ def test_frame_pipelined_with_101_delivered_at_once(harness):
 
     client, peer = harness.raw_server(after_101=frame(OP_TEXT, "early bird"))
     assert client.receive(timeout=2) == "early bird"
+
+
+def test_close_pipelined_with_101(harness):
+    """A server that closes right after its handshake (one that is stopping
+    does): its Close may come in the same read as the 101.
+
+    The client echoed it while handling that read in connect(), which armed
+    the hub's watcher, and then waited for the server to close TCP with a
+    recv() of its own: eventlet refused the second reader (RuntimeError out
+    of connect()).
+    """
+    from conftest import frame
+
+    # The raw server never closes TCP: close_timeout bounds the wait for it.
+    client, peer = harness.raw_server(
+        after_101=frame(OP_CLOSE, close_payload(1001, "bye")), close_timeout=0.5
+    )
+    assert (client.close_reason, client.close_message) == (1001, "bye")
+    _, _, opcode, payload = peer.read_frame()
+    assert (opcode, payload) == (OP_CLOSE, close_payload(1001, "bye"))
+    with pytest.raises(ConnectionClosed):
+        client.receive(timeout=0)
 
 
 def test_frame_pipelined_with_request_delivered_at_once(harness):

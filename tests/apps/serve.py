@@ -4,10 +4,12 @@
 
 KIND: werkzeug | eventlet (monkey-patched) | eventlet-plain (not patched) |
 gevent (not monkey-patched) | gevent-patched.
+GREENWS_TEST_CLOSE_ON_SIGNALS=1 in the environment: greenws.close_all_on_signals().
 gunicorn is started with its own command line (see tests/servers.py).
 """
 
 import importlib
+import os
 import sys
 
 kind, port = sys.argv[1], int(sys.argv[2])
@@ -24,6 +26,15 @@ elif kind == "gevent-patched":
     monkey.patch_all()
 
 app = importlib.import_module(module).app
+
+if os.environ.get("GREENWS_TEST_CLOSE_ON_SIGNALS"):
+    # What the README's Deployment section tells users of these servers.
+    import greenws
+
+    unpatched = {"gevent": "GEVENT", "eventlet-plain": "EVENTLET"}
+    greenws.close_all_on_signals(
+        preset=getattr(greenws.presets, unpatched[kind]) if kind in unpatched else None
+    )
 
 if kind == "werkzeug":
     from werkzeug.serving import run_simple
