@@ -240,6 +240,11 @@ class Asgi(Driver):
     def time(self) -> float:  # pragma: no cover - no pings
         return self.loop.time()
 
+    async def finished(self) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            await asyncio.wait([reader], timeout=self.conn.close_timeout)
+
     # -- internals ------------------------------------------------------------
 
     async def _send_close(self) -> None:

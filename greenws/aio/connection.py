@@ -84,6 +84,9 @@ class Driver:
         """The clock pings are timed with (the event loop's)."""
         raise NotImplementedError
 
+    async def finished(self) -> None:
+        """Once ``done``: wait until the driver's own tasks are over."""
+
 
 class AioBase:
     """An asyncio WebSocket connection (the common part of AioServer and
@@ -298,6 +301,7 @@ class AioBase:
         if not await self._wait(loop.time() + self.close_timeout, ended=True):
             driver.abort()
             await self._wait(loop.time() + self.close_timeout, ended=True)
+        await driver.finished()
 
     def choose_subprotocol(self, request: Any) -> Optional[str]:
         """Pick the subprotocol from the client's offer (server side).
