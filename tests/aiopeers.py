@@ -85,7 +85,7 @@ class SockServer:
         self.options = options
         self.accepted: List[AioServer] = []
         self.errors: List[BaseException] = []
-        self.tasks: "set[asyncio.Task[Any]]" = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> SockServer:
         self.loop = asyncio.get_running_loop()

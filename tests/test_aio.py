@@ -26,7 +26,6 @@ websockets = pytest.importorskip("websockets")
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 from websockets.asyncio.server import serve as ws_serve  # noqa: E402
 
-
 # -- AioServer against websockets' client --------------------------------------
 
 
