@@ -694,3 +694,154 @@ def test_compat_gives_greenws_aio_classes():
         assert (S, C, S2) == (AioServer, AioClient, AioServer)
     finally:
         greenws.compat.uninstall()
+
+
+# -- the ASGI driver, against an in-memory ASGI server (narrow unit tests) ---------
+
+
+class FakeAsgi:
+    """What an ASGI server gives an application: receive() and send()."""
+
+    def __init__(self, extensions=None, path="/ws", query=b""):
+        self.incoming = asyncio.Queue()
+        self.sent = []
+        self.sent_event = asyncio.Event()
+        self.fail_send = False
+        self.scope = {
+            "type": "websocket", "path": path, "raw_path": path.encode(),
+            "query_string": query, "headers": [(b"host", b"x"),
+                                               (b"origin", b"http://o.example")],
+            "subprotocols": ["b", "a"], "client": ("127.0.0.1", 5),
+            "server": ("127.0.0.1", 80),
+            "extensions": {} if extensions is None else extensions,
+        }
+        self.incoming.put_nowait({"type": "websocket.connect"})
+
+    async def receive(self):
+        return await self.incoming.get()
+
+    async def send(self, event):
+        if self.fail_send:
+            raise OSError("client gone")
+        self.sent.append(event)
+        self.sent_event.set()
+
+    async def next_sent(self):
+        while not self.sent:
+            self.sent_event.clear()
+            await asyncio.wait_for(self.sent_event.wait(), 5)
+        return self.sent.pop(0)
+
+    def put(self, **event):
+        self.incoming.put_nowait(event)
+
+    async def accept(self, **options):
+        return await AioServer.accept(asgi=(self.scope, self.receive, self.send),
+                                      **options)
+
+
+def test_asgi_accept_messages_close_and_limits():
+    async def body():
+        fake = FakeAsgi(query=b"q=1")
+        ws = await fake.accept(subprotocols=["a"], max_message_size=4, max_queue=2)
+        assert await fake.next_sent() == {"type": "websocket.accept",
+                                          "subprotocol": "a"}
+        assert (ws.mode, ws.target, ws.subprotocol) == ("asgi", "/ws?q=1", "a")
+        assert ws.remote_address == ("127.0.0.1", 5)
+        fake.put(type="websocket.receive", text="t")
+        fake.put(type="websocket.receive", bytes=b"b")
+        fake.put(type="websocket.receive", bytes=b"c")
+        assert await ws.receive(timeout=5) == "t"
+        assert await ws.receive(timeout=5) == b"b"
+        assert await ws.receive(timeout=5) == b"c"
+        assert await ws.receive(timeout=0.05) is None
+        await ws.send("out")
+        await ws.send(b"out")
+        assert await fake.next_sent() == {"type": "websocket.send", "text": "out"}
+        assert await fake.next_sent() == {"type": "websocket.send", "bytes": b"out"}
+        with pytest.raises(NotImplementedError, match="ASGI has no ping"):
+            await ws.ping()
+        fake.put(type="websocket.receive", text="\u20ac\u20ac")  # 6 bytes > 4
+        assert await fake.next_sent() == {"type": "websocket.close", "code": 1009,
+                                          "reason": "message too big"}
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.receive(timeout=5)
+        assert info.value.reason == 1009
+        fake.put(type="websocket.disconnect", code=1009)
+        await ws.close()
+        assert ws._driver.done and ws.close_reason == 1009
+
+    run(body)
+
+
+def test_asgi_reader_pauses_on_a_full_queue():
+    async def body():
+        fake = FakeAsgi()
+        ws = await fake.accept(max_queue=2)
+        for i in range(5):
+            fake.put(type="websocket.receive", text=str(i))
+        for _ in range(50):
+            if ws._driver.read_paused:
+                break
+            await asyncio.sleep(0.005)
+        assert ws._driver.read_paused and fake.incoming.qsize() == 3
+        assert [await ws.receive(timeout=5) for _ in range(5)] == list("01234")
+        fake.put(type="websocket.disconnect", code=4000, reason="peer")
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.receive(timeout=5)
+        assert (info.value.reason, info.value.message) == (4000, "peer")
+        await ws.close()
+
+    run(body)
+
+
+def test_asgi_close_timeout_and_lost_send():
+    async def body():
+        fake = FakeAsgi()
+        ws = await fake.accept(close_timeout=0.1)
+        await fake.next_sent()
+        await ws.close(4001, "x")  # no disconnect ever comes: bounded
+        assert await fake.next_sent() == {"type": "websocket.close", "code": 4001,
+                                          "reason": "x"}
+        assert ws._driver.done and ws.close_reason == 4001
+
+        fake = FakeAsgi()
+        ws = await fake.accept()
+        fake.fail_send = True
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.send("x")
+        assert info.value.reason == 1006
+        fake.put(type="websocket.disconnect", code=1006)
+        await ws.close()
+
+    run(body)
+
+
+def test_asgi_refusals():
+    async def body():
+        fake = FakeAsgi(extensions={"websocket.http.response": {}})
+        with pytest.raises(greenws.HandshakeError):
+            await fake.accept(origins=["http://good.example"])
+        start, body_event = await fake.next_sent(), await fake.next_sent()
+        assert start["type"] == "websocket.http.response.start"
+        assert start["status"] == 403
+        assert b"Origin not allowed" in body_event["body"]
+
+        fake = FakeAsgi()  # no denial extension: close before accepting
+        with pytest.raises(greenws.HandshakeError):
+            await fake.accept(origins=["http://good.example"])
+        assert await fake.next_sent() == {"type": "websocket.close", "code": 1008}
+
+        fake = FakeAsgi()
+        fake.scope["type"] = "http"
+        with pytest.raises(greenws.HandshakeError):
+            await fake.accept()
+        assert (await fake.next_sent())["status"] == 426
+
+        fake = FakeAsgi()
+        fake.incoming.get_nowait()
+        fake.put(type="websocket.disconnect", code=1006)
+        with pytest.raises(ConnectionError):
+            await fake.accept()
+
+    run(body)

@@ -7,7 +7,9 @@ Routes (the path of the URL), as in echo_app.py:
   /lastclose     send the close code/reason the previous connection ended with
   /origin        only accepts Origin: http://good.example (else 403)
   /timeout       receive(timeout=0.2): send "timeout" when nothing came
-Every route has max_message_size GREENWS_TEST_LIMIT (default 64 MiB).
+  /limit         max_message_size=1024 (a larger message closes with 1009)
+  /origin-noext  (ASGI) /origin as if the server had no denial extension
+Other routes have max_message_size GREENWS_TEST_LIMIT (default 64 MiB).
 
 Served by:
   aiohttp:    python -m aiohttp.web -H 127.0.0.1 -P PORT aio_app:aiohttp_app
@@ -32,8 +34,10 @@ OPTIONS = {"subprotocols": ["chat", "superchat"], "max_message_size": LIMIT}
 
 async def accept(path, **source):
     options = dict(OPTIONS)
-    if path == "/origin":
+    if path.startswith("/origin"):
         options["origins"] = ["http://good.example"]
+    elif path == "/limit":
+        options["max_message_size"] = 1024
     return await AioServer.accept(**source, **options)
 
 
@@ -109,6 +113,8 @@ async def asgi_app(scope, receive, send):
                     "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"hello"})
         return
+    if scope["path"] == "/origin-noext":
+        scope = dict(scope, extensions={})
     try:
         ws = await accept(scope["path"], asgi=(scope, receive, send))
     except greenws.HandshakeError:
