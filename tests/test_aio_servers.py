@@ -9,9 +9,14 @@ it, the 1008 close the server turns into a 403), ``receive(timeout)`` and
 """
 
 import json
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
-from servers import AIO_KINDS, HostedServer
+from servers import AIO_KINDS, HostedServer, free_port, wait_for_port
 
 import greenws
 
@@ -143,3 +148,61 @@ def test_many_connections_one_after_another(host):
         with _client(host.url + "/echo") as ws:
             ws.send(str(i))
             assert ws.receive(TIMEOUT) == str(i)
+
+
+# -- the README's asyncio examples (examples/aio_*.py) -----------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _example_server(kind, port):
+    if kind == "aiohttp":
+        return [sys.executable, "aio_aiohttp.py", "--port", str(port)], "/echo"
+    if kind == "uvicorn":
+        return [sys.executable, "-m", "uvicorn", "aio_asgi:app", "--host",
+                "127.0.0.1", "--port", str(port)], "/"
+    if kind == "hypercorn":
+        return [sys.executable, "-m", "hypercorn", "aio_asgi:app", "--bind",
+                f"127.0.0.1:{port}"], "/"
+    return [sys.executable, "aio_sock.py", "--port", str(port)], "/"
+
+
+@pytest.mark.parametrize("kind", ["aio-sock", "aiohttp", "uvicorn", "hypercorn"])
+def test_examples_aio_servers_with_aio_client(kind):
+    port = free_port()
+    command, path = _example_server(kind, port)
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(command, cwd=str(EXAMPLES), stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, proc)
+            result = subprocess.run(
+                [sys.executable, str(EXAMPLES / "aio_client.py"),
+                 f"ws://127.0.0.1:{port}{path}"],
+                capture_output=True, text=True, timeout=60,
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
+            for line in ("< 'hello 0'", "< 'hello 2'", "< b'\\x00binary\\xff'",
+                         "closed with code 1000"):
+                assert line in result.stdout, result.stdout
+            assert "ping round trip:" in result.stdout
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            log.seek(0)
+            output = log.read().decode(errors="replace")
+        assert "Traceback" not in output.replace("KeyboardInterrupt", ""), output
+
+
+def test_example_aio_client_reports_an_unreachable_server():
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "aio_client.py"),
+         f"ws://127.0.0.1:{free_port()}/"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1 and "cannot connect" in result.stderr
+    assert "Traceback" not in result.stderr
