@@ -161,9 +161,9 @@ def _example_server(kind, port):
     if kind == "uvicorn":
         return [sys.executable, "-m", "uvicorn", "aio_asgi:app", "--host",
                 "127.0.0.1", "--port", str(port)], "/"
-    if kind == "hypercorn":
-        return [sys.executable, "-m", "hypercorn", "aio_asgi:app", "--bind",
-                f"127.0.0.1:{port}"], "/"
+    if kind == "hypercorn":  # the README's command line, from the examples
+        return [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}",
+                str(EXAMPLES / "aio_asgi.py") + ":app"], "/"
     return [sys.executable, "aio_sock.py", "--port", str(port)], "/"
 
 
