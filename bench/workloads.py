@@ -186,7 +186,8 @@ async def _aio_greenws_client(url: str):
 
     ws = await greenws.AioClient.connect(url, max_message_size=None,
                                          compression=False)
-    return ws.send, lambda: ws.receive(timeout=TIMEOUT), ws.close
+    # No timeout, as the other asyncio clients here.
+    return ws.send, ws.receive, ws.close
 
 
 async def _aio_websockets_client(url: str):

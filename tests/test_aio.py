@@ -459,7 +459,8 @@ def test_send_waits_while_the_peer_does_not_read():
 
     async def body():
         async with SockServer(handler, close_timeout=0.5) as server:
-            peer = await RawPeer.connect(server.port)  # and never reads
+            # It never reads (its stream buffers 128 KiB at most).
+            peer = await RawPeer.connect(server.port, limit=65536)
             await server.handlers_done()
             await peer.close()
         assert 0 < state["blocked_after"] < 64
@@ -843,5 +844,21 @@ def test_asgi_refusals():
         fake.put(type="websocket.disconnect", code=1006)
         with pytest.raises(ConnectionError):
             await fake.accept()
+
+    run(body)
+
+
+def test_a_cancelled_ping_is_forgotten():
+    async def body():
+        async with RawServer() as server:
+            ws = await AioClient.connect(server.url, close_timeout=0.2)
+            await server.wait_peer()
+            pending = asyncio.ensure_future(ws.ping(b"c"))
+            await asyncio.sleep(0.05)
+            pending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pending
+            assert ws._driver.session.waiting_pings() == []
+            await ws.close()
 
     run(body)

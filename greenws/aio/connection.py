@@ -43,6 +43,11 @@ def _expire(waiter: asyncio.Future[Any]) -> None:
         waiter.set_result(False)
 
 
+def _expire_current(current: List[Any]) -> None:
+    """Timer callback: end the wait in ``current[0]`` (see receive())."""
+    _expire(current[0])
+
+
 class Driver:
     """What :class:`AioBase` needs from the I/O underneath (see the module
     docstring).  A driver feeds the connection's :class:`Session` and calls
@@ -58,6 +63,11 @@ class Driver:
     done: bool
     #: True while reading is paused because the receive queue was full.
     read_paused: bool
+
+    def try_send(self, message: Data) -> bool:
+        """Send ``message`` now if that needs no wait; False otherwise (then
+        :meth:`send_message` is awaited).  The per-message fast path."""
+        return False
 
     async def send_message(self, message: Data) -> None:
         """Send one whole message, waiting while the peer cannot take it.
@@ -211,7 +221,9 @@ class AioBase:
             message = str(data)
         if not self.connected:
             raise ConnectionClosed(self.close_reason, self.close_message)
-        await self._driver.send_message(message)
+        driver = self._driver
+        if not driver.try_send(message):
+            await driver.send_message(message)
 
     async def receive(self, timeout: Optional[float] = None) -> Optional[Data]:
         """Return the next message (``str`` or ``bytes``).
@@ -229,14 +241,30 @@ class AioBase:
                 raise ConnectionClosed(session.close_reason, session.close_message)
             if timeout is not None and timeout <= 0:
                 return None
-            deadline = None if timeout is None else self._loop.time() + timeout
-            while not queue:
-                if session.closing:
-                    raise ConnectionClosed(
-                        session.close_reason, session.close_message
-                    )
-                if not await self._wait(deadline) and not queue:
-                    return None
+            loop = self._loop
+            waiters = self._waiters
+            timer = None
+            current: List[Any] = [None]  # the wait the timer is to end
+            if timeout is not None:
+                timer = loop.call_later(timeout, _expire_current, current)
+            try:
+                while not queue:
+                    if session.closing:
+                        raise ConnectionClosed(
+                            session.close_reason, session.close_message
+                        )
+                    # (_wait() inlined: this is the per-message path.)
+                    waiter = current[0] = loop.create_future()
+                    waiters.append(waiter)
+                    try:
+                        woken = await waiter
+                    finally:
+                        waiters.remove(waiter)
+                    if not woken and not queue:
+                        return None
+            finally:
+                if timer is not None:
+                    timer.cancel()
         message = queue.pop(0)
         driver = self._driver
         if driver.read_paused:
@@ -271,7 +299,7 @@ class AioBase:
         finally:
             if timer is not None:
                 timer.cancel()
-            if not pong.done() or pong.result() is False:
+            if not pong.done() or pong.cancelled() or pong.result() is False:
                 session = self._session
                 assert session is not None
                 session.forget_ping(pong)

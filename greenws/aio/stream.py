@@ -165,6 +165,12 @@ class Stream(asyncio.Protocol, Driver):
 
     # -- Driver -------------------------------------------------------------
 
+    def try_send(self, message: Data) -> bool:
+        if self.write_paused or self.session.closing or self.done:
+            return False
+        self._write(self.protocol.send_message(message))
+        return True
+
     async def send_message(self, message: Data) -> None:
         while self.write_paused and not self.done:
             waiter = self.loop.create_future()
