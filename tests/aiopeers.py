@@ -163,9 +163,19 @@ class RawPeer:
 
     @classmethod
     async def connect(cls, port: int, target: str = "/", extra_headers=(),
-                      limit: int = 1 << 22) -> RawPeer:
-        """A raw client: sends the upgrade request, reads the 101."""
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=limit)
+                      limit: int = 1 << 22, rcvbuf: int = 0) -> RawPeer:
+        """A raw client: sends the upgrade request, reads the 101.
+
+        ``limit`` bounds what its stream buffers; ``rcvbuf`` sets the
+        socket's receive buffer (no kernel autotuning: loopback's may grow
+        to tens of MiB, hiding any backpressure).
+        """
+        sock = socket.socket()
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
         request, _ = raw_request(port, target, extra_headers)
         writer.write(request)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)

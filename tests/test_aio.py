@@ -16,7 +16,7 @@ import sys
 
 import pytest
 from aiopeers import RawPeer, RawServer, SockServer, echo, run
-from conftest import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
+from conftest import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, frame
 from conftest import close_payload as cp
 
 import greenws
@@ -862,3 +862,42 @@ def test_a_cancelled_ping_is_forgotten():
             await ws.close()
 
     run(body)
+
+
+def test_a_ping_flood_from_a_peer_that_does_not_read_stays_bounded():
+    """Pongs that cannot be written make reading pause: the write buffer
+    cannot grow with what a non-reading peer asks for."""
+    state = {}
+    release = None
+
+    async def handler(ws):
+        await release.wait()
+        transport = ws._driver.transport
+        state["buffered"] = transport.get_write_buffer_size()
+        state["high"] = transport.get_write_buffer_limits()[1]
+        state["paused"] = ws._driver.read_paused
+
+    async def body():
+        nonlocal release
+        release = asyncio.Event()
+        async with SockServer(handler, close_timeout=0.3) as server:
+            peer = await RawPeer.connect(server.port, limit=65536, rcvbuf=65536)
+            ping = frame(OP_PING, b"p" * 125, mask=True)
+            for _ in range(100):  # up to 100,000 pings: 12 MiB of pongs
+                peer.send_raw(ping * 1000)
+                try:
+                    await asyncio.wait_for(peer.writer.drain(), 0.2)
+                except asyncio.TimeoutError:
+                    break  # the server stopped reading: TCP pushes back
+            ws = await server.first()
+            for _ in range(200):
+                if ws._driver.read_paused:
+                    break
+                await asyncio.sleep(0.01)
+            release.set()
+            await server.handlers_done()
+            peer.writer.transport.abort()
+        assert state["paused"], state
+        assert state["buffered"] <= state["high"] + 65536
+
+    run(body, timeout=30)
