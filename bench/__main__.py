@@ -3,8 +3,10 @@
 Sections, in order:
 
 1. servers, one connection, driven by the raw client: ``rt/<server>`` (32-byte
-   round trips/s) and ``mib/<server>`` (1 MiB echo throughput);
-2. servers under gevent and eventlet with many idle connections:
+   round trips/s) and ``mib/<server>`` (1 MiB echo throughput); the asyncio
+   ones (``greenws-aio``, ``greenws-aiohttp``, ``websockets-aio``,
+   ``aiohttp-ws``, ``simple-aiohttp``) are compared among themselves;
+2. servers under gevent, eventlet and asyncio with many idle connections:
    ``many-<N>/<server>`` and ``many-<N>-deflate/<server>``;
 3. client libraries against one fixed server, the fastest of section 1
    (greenws under gunicorn's gevent worker), so that the server is not what
@@ -149,7 +151,7 @@ class Suite:
             for deflate in (False, True):
                 workload = f"many-{n}" + ("-deflate" if deflate else "")
                 specs = [s for s in SERVERS
-                         if s.runtime in ("gevent", "eventlet")
+                         if s.runtime in ("gevent", "eventlet", "asyncio")
                          and (s.deflate or not deflate)
                          and self.wanted(f"{workload}/{s.name}")]
                 if not specs:
@@ -220,15 +222,16 @@ class Suite:
               else workloads.client_throughput)
         # A client is its own library; the raw client is the reference.
         lib = report.REFERENCE if name == workloads.RAW_CLIENT else name
+        runtime = "asyncio" if name in workloads.AIO_CLIENTS else "threads"
         try:
             value = fn(name, server.port, self.args.seconds)
         except Exception as exc:  # noqa: BLE001
-            self.results.add(kind, name, lib, "threads", metric,
+            self.results.add(kind, name, lib, runtime, metric,
                              error=f"{type(exc).__name__}: {exc}")
             self.results.fail(f"{wid}: {type(exc).__name__}: {exc}")
             traceback.print_exc()
             return
-        self.results.add(kind, name, lib, "threads", metric, value)
+        self.results.add(kind, name, lib, runtime, metric, value)
         unit = report.METRICS[metric][0]
         print(f"  {wid:<34} rep {rep + 1}: {value:>10,.1f} {unit}", flush=True)
 

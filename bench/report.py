@@ -28,6 +28,9 @@ METRICS: Dict[str, Tuple[str, bool]] = {
     "burst_s": ("s to echo on all", False),
 }
 
+#: Library names of greenws's own rows (servers, the two clients).
+GREENWS_LIBS = ("greenws", "greenws.Client", "greenws.AioClient")
+
 #: The library name of the references: the raw TCP echo server (the physical
 #: floor), the raw WebSocket echo on each green host (that host's floor), and
 #: the raw client against the client section's fixed server.
@@ -44,6 +47,15 @@ TARGETS: Dict[Tuple[str, str, str], Tuple[str, float]] = {
     ("many", "burst_s", "simple-websocket"): ("ratio<=", 0.5),
     ("client-rt", "rt_per_s", "simple_websocket.Client"): ("ratio>=", 1.5),
     ("client-mib", "mib_per_s", "simple_websocket.Client"): ("ratio>=", 8.0),
+    # asyncio (issue 13)
+    ("rt", "rt_per_s", "websockets.asyncio"): ("ratio>=", 1.2),
+    ("mib", "mib_per_s", "websockets.asyncio"): ("ratio>=", 1.0),
+    ("mib", "mib_per_s", "aiohttp"): ("ratio>=", 1.0),
+    ("many", "kib_per_conn", "websockets.asyncio"): ("ratio<=", 1.0),
+    ("client-rt", "rt_per_s", "websockets.asyncio.client"): ("ratio>=", 1.3),
+    ("client-rt", "rt_per_s", "aiohttp ws_connect"): ("ratio>=", 1.0),
+    ("client-mib", "mib_per_s", "websockets.asyncio.client"): ("ratio>=", 1.0),
+    ("client-mib", "mib_per_s", "aiohttp ws_connect"): ("ratio>=", 1.0),
 }
 #: absolute targets for greenws itself: (workload kind, metric) -> limit
 ABS_TARGETS: Dict[Tuple[str, str], float] = {
@@ -55,7 +67,7 @@ ABS_TARGETS: Dict[Tuple[str, str], float] = {
 PACKAGES = [
     "greenws", "wsproto", "simple-websocket", "websockets", "gevent",
     "gevent-websocket", "eventlet", "gunicorn", "werkzeug", "websocket-client",
-    "greenlet",
+    "greenlet", "aiohttp",
 ]
 
 
@@ -144,7 +156,7 @@ def ratios(results: Results) -> List[str]:
     lines = []
     rows = list(results.rows.values())
     for g in rows:
-        if g.lib not in ("greenws", "greenws.Client") or g.median is None:
+        if g.lib not in GREENWS_LIBS or g.median is None:
             continue
         unit, higher = METRICS[g.metric]
         better = "higher" if higher else "lower"
@@ -153,7 +165,7 @@ def ratios(results: Results) -> List[str]:
                 p is g
                 or p.workload != g.workload
                 or p.metric != g.metric
-                or p.lib in ("greenws", "greenws.Client")
+                or p.lib in GREENWS_LIBS
             ):
                 continue
             if p.lib == REFERENCE:

@@ -119,6 +119,11 @@ _OWN_HOST = {"geventws-pywsgi": _geventws, "websockets-sync": _websockets,
 
 
 def run(name: str, port: int) -> None:
+    from bench import aioapps
+
+    if name in aioapps.NAMES:
+        aioapps.run(name, port)
+        return
     if name in _OWN_HOST:
         _OWN_HOST[name](port)
         return

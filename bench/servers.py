@@ -58,6 +58,20 @@ SERVERS: List[ServerSpec] = [
     ServerSpec(
         "eventletws-eventlet", "eventlet.websocket", "eventlet", "eventlet.wsgi"
     ),
+    # asyncio (bench.aioapps): AioServer on a plain asyncio server and under
+    # aiohttp, against websockets' and aiohttp's own servers and
+    # simple-websocket's AioServer.
+    ServerSpec("greenws-aio", "greenws", "asyncio", "asyncio sock"),
+    ServerSpec("greenws-aiohttp", "greenws", "asyncio", "aiohttp"),
+    ServerSpec(
+        "websockets-aio", "websockets.asyncio", "asyncio", "websockets.asyncio",
+        deflate=False,
+    ),
+    ServerSpec("aiohttp-ws", "aiohttp", "asyncio", "aiohttp"),
+    # (its 1 MiB echo does not finish within the bench's timeouts)
+    ServerSpec(
+        "simple-aiohttp", "simple-websocket.aio", "asyncio", "aiohttp", mib=False
+    ),
     # The least a WebSocket echo costs on each host (bench.apps.raw_app).
     # Its Python unmasking makes it no reference for 1 MiB: raw-tcp is that.
     ServerSpec("raw-werkzeug", RAW, "threads", "werkzeug threaded", False, False),

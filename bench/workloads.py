@@ -179,8 +179,63 @@ def _raw_client(url: str):
     return send, recv, client.close
 
 
+# asyncio clients: coroutines returning async (send, recv, close).
+
+async def _aio_greenws_client(url: str):
+    import greenws
+
+    ws = await greenws.AioClient.connect(url, max_message_size=None,
+                                         compression=False)
+    # No timeout, as the other asyncio clients here.
+    return ws.send, ws.receive, ws.close
+
+
+async def _aio_websockets_client(url: str):
+    from websockets.asyncio.client import connect
+
+    ws = await connect(url, max_size=None, compression=None)
+    return ws.send, ws.recv, ws.close
+
+
+async def _aio_aiohttp_client(url: str):
+    import aiohttp
+
+    session = aiohttp.ClientSession()
+    ws = await session.ws_connect(url, max_msg_size=0, compress=0)
+
+    async def send(data):
+        if isinstance(data, str):
+            await ws.send_str(data)
+        else:
+            await ws.send_bytes(data)
+
+    async def recv():
+        return (await ws.receive()).data
+
+    async def close():
+        await ws.close()
+        await session.close()
+
+    return send, recv, close
+
+
+async def _aio_simple_client(url: str):
+    import simple_websocket
+
+    ws = await simple_websocket.AioClient.connect(url)
+    return ws.send, ws.receive, ws.close
+
+
 #: The client-section name of :func:`_raw_client` (a reference, not a peer).
 RAW_CLIENT = "raw client"
+
+#: asyncio client libraries (their rows' runtime is "asyncio").
+AIO_CLIENTS: Dict[str, Callable] = {
+    "greenws.AioClient": _aio_greenws_client,
+    "websockets.asyncio.client": _aio_websockets_client,
+    "aiohttp ws_connect": _aio_aiohttp_client,
+    "simple_websocket.AioClient": _aio_simple_client,
+}
 
 CLIENTS: Dict[str, Callable] = {
     RAW_CLIENT: _raw_client,
@@ -188,13 +243,47 @@ CLIENTS: Dict[str, Callable] = {
     "simple_websocket.Client": _simple_client,
     "websockets.sync.client": _websockets_client,
     "websocket-client": _websocket_client,
+    **AIO_CLIENTS,
 }
+
+
+def _aio_run(name: str, port: int, body: Callable) -> float:
+    """Run ``body(send, recv)`` with asyncio client ``name`` in a new loop."""
+    import asyncio
+
+    async def main() -> float:
+        send, recv, close = await AIO_CLIENTS[name](f"ws://127.0.0.1:{port}/")
+        try:
+            return await body(send, recv)
+        finally:
+            await close()
+
+    return asyncio.run(main())
 
 
 def client_round_trips(name: str, port: int, seconds: float) -> float:
     """Round trips/s of 32-byte text messages with client library ``name``."""
-    send, recv, close = CLIENTS[name](f"ws://127.0.0.1:{port}/")
     text = SMALL.decode()
+    if name in AIO_CLIENTS:
+
+        async def body(send, recv) -> float:
+            for _ in range(20):
+                await send(text)
+                await recv()
+            count = 0
+            t0 = time.perf_counter()
+            while True:
+                for _ in range(50):
+                    await send(text)
+                    if await recv() != text:
+                        raise BenchError("wrong echo")
+                count += 50
+                now = time.perf_counter()
+                if now - t0 >= seconds:
+                    return count / (now - t0)
+
+        return _aio_run(name, port, body)
+    send, recv, close = CLIENTS[name](f"ws://127.0.0.1:{port}/")
     try:
         for _ in range(20):
             send(text)
@@ -216,6 +305,23 @@ def client_round_trips(name: str, port: int, seconds: float) -> float:
 
 def client_throughput(name: str, port: int, seconds: float) -> float:
     """MiB/s of 1 MiB binary echoes with client library ``name``."""
+    if name in AIO_CLIENTS:
+
+        async def body(send, recv) -> float:
+            await send(BIG)
+            await recv()
+            count = 0
+            t0 = time.perf_counter()
+            while True:
+                await send(BIG)
+                if len(await recv()) != MIB:
+                    raise BenchError("wrong echo")
+                count += 1
+                now = time.perf_counter()
+                if now - t0 >= seconds or count >= 10000:
+                    return count / (now - t0)
+
+        return _aio_run(name, port, body)
     send, recv, close = CLIENTS[name](f"ws://127.0.0.1:{port}/")
     try:
         send(BIG)

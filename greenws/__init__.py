@@ -23,7 +23,24 @@ from .wsgi import WebSocketWSGI, end_response
 
 __version__ = "0.1.0"
 
+# The asyncio classes load on first use: most programs of a WSGI server never
+# touch asyncio, and `import greenws` stays as light as it was.
+_LAZY = {"AioServer", "AioClient", "AioBase"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from . import aio
+
+        value = getattr(aio, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'greenws' has no attribute {name!r}")
+
 __all__ = [
+    "AioBase",
+    "AioClient",
+    "AioServer",
     "Base",
     "Client",
     "ConnectionClosed",

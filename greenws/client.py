@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from .connection import Base
@@ -27,6 +27,40 @@ def _headers(headers: HeadersArg) -> List[Tuple[str, str]]:
     if isinstance(headers, Mapping):
         return [(str(k), str(v)) for k, v in headers.items()]
     return [(str(k), str(v)) for k, v in headers]
+
+
+class Target(NamedTuple):
+    """Where a ``ws://``/``wss://`` URL leads (see :func:`parse_url`)."""
+
+    secure: bool
+    host: str
+    port: int
+    #: Path and query, as the request's target.
+    path: str
+    #: The ``Host`` header: the host, with the port unless the default.
+    host_header: str
+
+
+def parse_url(url: str) -> Target:
+    """Split a WebSocket URL; ``ValueError`` if it is not one."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss", "http", "https"):
+        raise ValueError(f"not a WebSocket URL (ws:// or wss://): {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"the URL has no host: {url!r}")
+    secure = parts.scheme in ("wss", "https")
+    host = parts.hostname
+    default_port = 443 if secure else 80
+    host_header = host if ":" not in host else f"[{host}]"
+    if parts.port and parts.port != default_port:
+        host_header += f":{parts.port}"
+    return Target(
+        secure,
+        host,
+        parts.port or default_port,
+        (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+        host_header,
+    )
 
 
 class Client(Base):
@@ -55,16 +89,12 @@ class Client(Base):
         compression: bool = True,
         open_timeout: Optional[float] = DEFAULT_OPEN_TIMEOUT,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("ws", "wss", "http", "https"):
-            raise ValueError(f"not a WebSocket URL (ws:// or wss://): {url!r}")
-        if not parts.hostname:
-            raise ValueError(f"the URL has no host: {url!r}")
-        secure = parts.scheme in ("wss", "https")
+        target = parse_url(url)
+        secure = target.secure
         self.url = url
-        self.host = parts.hostname
-        self.port = parts.port or (443 if secure else 80)
-        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.host = target.host
+        self.port = target.port
+        self.path = target.path
         if isinstance(subprotocols, str):
             subprotocols = [subprotocols]
         self.subprotocols: List[str] = list(subprotocols or [])
@@ -81,11 +111,8 @@ class Client(Base):
             selector_class=selector_class,
             lock_class=lock_class,
         )
-        host_header = self.host if ":" not in self.host else f"[{self.host}]"
-        if parts.port and parts.port != (443 if secure else 80):
-            host_header += f":{parts.port}"
         handshake = ClientHandshake(
-            host_header,
+            target.host_header,
             self.path,
             self.subprotocols,
             _headers(headers),

@@ -19,7 +19,12 @@ from types import ModuleType
 
 __all__ = ["install", "uninstall"]
 
-_NAMES = ("simple_websocket", "simple_websocket.ws", "simple_websocket.errors")
+_NAMES = (
+    "simple_websocket",
+    "simple_websocket.ws",
+    "simple_websocket.aiows",
+    "simple_websocket.errors",
+)
 
 
 def install() -> ModuleType:

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union, cast
 
+from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Ping, Pong
 from wsproto.utilities import LocalProtocolError
 
@@ -35,6 +36,7 @@ from .protocol import (
     GOING_AWAY,
     INTERNAL_ERROR,
     MESSAGE,
+    MESSAGE_TOO_BIG,
     NO_STATUS,
     NORMAL_CLOSURE,
     PING,
@@ -139,13 +141,22 @@ class Session:
         "reading",
         "latency",
         "answered",
+        "max_message_size",
         "_pings",
     )
 
     def __init__(
-        self, protocol: Protocol, *, client: bool, max_queue: Optional[int]
+        self,
+        protocol: Optional[Protocol],
+        *,
+        client: bool,
+        max_queue: Optional[int],
+        max_message_size: Optional[int] = None,
     ) -> None:
-        self.protocol = protocol
+        # None for a driver whose server does the framing (ASGI): it hands
+        # in whole messages and closes (receive_message, peer_closed,
+        # begin_close) and never calls what needs frames.
+        self.protocol = cast(Protocol, protocol)
         #: Whether this is the client end (it waits for the server to close
         #: TCP after the closing handshake).
         self.client = client
@@ -167,6 +178,10 @@ class Session:
         #: Tokens of pings answered since the driver last looked (it empties
         #: the list and wakes their waiters).
         self.answered: List[Any] = []
+        #: Largest message :meth:`receive_message` accepts, in bytes (frame
+        #: drivers leave the limit to :class:`~greenws.protocol.Protocol`,
+        #: which applies it while a message arrives).
+        self.max_message_size = max_message_size
         # payload -> [token, time sent]
         self._pings: Dict[bytes, List[Any]] = {}
 
@@ -215,6 +230,46 @@ class Session:
             self.closing or self.max_queue is None or len(self.queue) < self.max_queue
         )
 
+    def receive_message(self, message: Data) -> bool:
+        """Feed one whole message, for drivers whose server does the framing.
+
+        Under ASGI the server reassembles frames and answers pings; what
+        remains is the receive queue, ``max_message_size`` and the closing
+        rules.  The message is queued (dropped once closing) and True is
+        returned; a message over ``max_message_size`` bytes (UTF-8 for text)
+        is not queued: the session starts closing with 1009 and False tells
+        the driver to send that close (``close_reason``, ``close_message``).
+        """
+        limit = self.max_message_size
+        if limit is not None and len(message) > limit // 4:
+            # A character is at most 4 bytes in UTF-8: only texts near the
+            # limit need encoding to be measured.
+            size = (
+                len(message.encode("utf-8", "surrogatepass"))
+                if isinstance(message, str)
+                else len(message)
+            )
+            if size > limit:
+                return not self.begin_close(MESSAGE_TOO_BIG, "message too big")
+        if not self.closing:
+            self.queue.append(message)
+        return True
+
+    def peer_closed(self, code: int, reason: Optional[str]) -> None:
+        """The connection ended as reported whole by a server that does the
+        framing (ASGI's ``websocket.disconnect``): the peer's close code, or
+        1006 when it vanished.  The first close decides the code, as with
+        frames; nothing more is read."""
+        self.begin_close(code, reason)
+        self.reading = False
+
+    def awaits_eof(self) -> bool:
+        """Whether, reading being over, the driver should let the peer close
+        TCP first (waiting at most its close timeout): true for a client once
+        both Close frames have crossed (RFC 6455 7.1.1: the server closes
+        the TCP connection first).  Otherwise the driver closes it now."""
+        return self.client and self.protocol.state is ConnectionState.CLOSED
+
     def connection_lost(self) -> None:
         """The peer is gone (EOF or a socket error): 1006 unless closing."""
         if not self.closing:
@@ -232,15 +287,25 @@ class Session:
         closing (the first close decides the code).  ``code`` and ``reason``
         must be valid (see :func:`check_close`), or come from the peer.
         """
-        if self.closing:
+        if not self.begin_close(code, reason):
             return None
-        self.closing = True
-        self.close_reason = code
-        self.close_message = reason
         try:
             return self.protocol.send(CloseConnection(code=code, reason=reason))
         except LocalProtocolError:  # wsproto already closed
             return None
+
+    def begin_close(self, code: int, reason: Optional[str]) -> bool:
+        """Record that the closing handshake starts with ``code`` and
+        ``reason``, without framing a Close (:meth:`start_close` frames it;
+        a driver whose server does the framing sends its own close).
+        False if the connection was already closing: the first close
+        decides the code."""
+        if self.closing:
+            return False
+        self.closing = True
+        self.close_reason = code
+        self.close_message = reason
+        return True
 
     def fail(self, code: int, reason: Optional[str]) -> bool:
         """Fail the connection without a Close frame (the peer does not

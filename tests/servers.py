@@ -32,6 +32,10 @@ KINDS = [
 ]
 
 
+#: The asyncio hosts of tests/apps/aio_app.py (greenws.AioServer).
+AIO_KINDS = ["aio-sock", "aiohttp", "uvicorn", "hypercorn"]
+
+
 def gunicorn_has_worker(name: str) -> bool:
     """gunicorn 27 dropped the eventlet worker; older ones still have it."""
     try:
@@ -121,6 +125,8 @@ class HostedServer:
             raise
 
     def command(self) -> List[str]:
+        if self.kind in AIO_KINDS:
+            return self._aio_command()
         if self.kind.startswith("gunicorn-"):
             worker = self.kind.split("-", 1)[1]
             cmd = [
@@ -144,6 +150,19 @@ class HostedServer:
             return cmd + self.options + [f"{self.module}:app"]
         serve = str(APPS / "serve.py")
         return [sys.executable, serve, self.kind, str(self.port), self.module]
+
+    def _aio_command(self) -> List[str]:
+        port = str(self.port)
+        if self.kind == "aiohttp":
+            return [sys.executable, "-m", "aiohttp.web", "-H", "127.0.0.1", "-P",
+                    port, "aio_app:aiohttp_app"]
+        if self.kind == "uvicorn":
+            return [sys.executable, "-m", "uvicorn", "aio_app:asgi_app", "--host",
+                    "127.0.0.1", "--port", port, "--log-level", "debug"]
+        if self.kind == "hypercorn":
+            return [sys.executable, "-m", "hypercorn", "aio_app:asgi_app", "--bind",
+                    f"127.0.0.1:{port}", "--log-level", "debug"]
+        return [sys.executable, str(APPS / "aio_app.py"), port]
 
     def stop(self) -> str:
         """Stop the server and return everything it printed."""

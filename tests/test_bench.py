@@ -47,3 +47,13 @@ def test_bench_many_section_reports_the_host_floor():
     assert "ratio greenws-eventlet / simple-eventlet" in out, out
     assert "(ceiling set by raw-eventlet:" in out, out
     assert "(floor set by raw-eventlet:" in out, out
+
+
+def test_bench_asyncio_rows():
+    out = _quick_bench(
+        r"^(rt/(greenws-aio|websockets-aio)"
+        r"|client-rt/(raw client|greenws\.AioClient|websockets\.asyncio\.client))$"
+    )
+    assert "ratio greenws-aio / websockets-aio" in out, out
+    assert "ratio greenws.AioClient / websockets.asyncio.client" in out, out
+    assert "target >= 1.3x" in out, out

@@ -1,0 +1,209 @@
+"""The asyncio client side: open a WebSocket to a ``ws://`` or ``wss://`` URL."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+from ..client import DEFAULT_OPEN_TIMEOUT, HeadersArg, _headers, parse_url
+from ..errors import ConnectionError
+from ..handshake import ClientHandshake
+from ..protocol import Protocol
+from ..session import Session
+from .connection import DEFAULT_MAX_QUEUE, AioBase
+from .stream import Stream
+
+__all__ = ["AioClient"]
+
+
+class AioClient(AioBase):
+    """An asyncio WebSocket client connection; create it with :meth:`connect`."""
+
+    __slots__ = ("url", "host", "port", "path", "subprotocols")
+
+    def __init__(
+        self,
+        url: str,
+        subprotocols: Union[None, str, Sequence[str]] = None,
+        receive_bytes: int = 4096,
+        ping_interval: Optional[float] = None,
+        max_message_size: Optional[int] = None,
+        *,
+        ping_timeout: Optional[float] = None,
+        close_timeout: Optional[float] = None,
+        max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
+    ) -> None:
+        target = parse_url(url)
+        self.url = url
+        self.host = target.host
+        self.port = target.port
+        self.path = target.path
+        if isinstance(subprotocols, str):
+            subprotocols = [subprotocols]
+        self.subprotocols: List[str] = list(subprotocols or [])
+        self._configure(
+            receive_bytes=receive_bytes,
+            ping_interval=ping_interval,
+            max_message_size=max_message_size,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
+        )
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        subprotocols: Union[None, str, Sequence[str]] = None,
+        headers: HeadersArg = None,
+        receive_bytes: int = 4096,
+        ping_interval: Optional[float] = None,
+        max_message_size: Optional[int] = None,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        thread_class: Any = None,
+        event_class: Any = None,
+        *,
+        ping_timeout: Optional[float] = None,
+        close_timeout: Optional[float] = None,
+        max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
+        compression: bool = True,
+        open_timeout: Optional[float] = DEFAULT_OPEN_TIMEOUT,
+    ) -> AioClient:
+        """Open a WebSocket connection to ``url`` (``ws://`` or ``wss://``).
+
+        :param subprotocols: a name or a list of names, in order of preference.
+        :param headers: extra request headers, as a dict or a list of pairs.
+        :param ssl_context: the TLS context for ``wss://`` (default: the
+            system's trusted CAs, hostname checked).
+        :param thread_class, event_class: accepted for simple-websocket's
+            signature and ignored (asyncio needs neither).
+        Keyword-only extras: ``ping_timeout``, ``close_timeout``,
+        ``max_queue``, ``compression``, ``open_timeout`` (seconds for TCP,
+        TLS and the handshake together; default 10).
+
+        :raises ConnectionError: the server refused the handshake
+            (``status_code`` is its HTTP status) or could not be reached in time.
+        """
+        ws = cls(
+            url,
+            subprotocols,
+            receive_bytes,
+            ping_interval,
+            max_message_size,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
+        )
+        target = parse_url(url)
+        handshake = ClientHandshake(
+            target.host_header,
+            ws.path,
+            ws.subprotocols,
+            _headers(headers),
+            compression,
+            max_message_size,
+        )
+        context = None
+        if target.secure:
+            context = ssl_context or ssl.create_default_context()
+        try:
+            await asyncio.wait_for(
+                ws._open_connection(handshake, context), open_timeout
+            )
+        except asyncio.TimeoutError:
+            raise ConnectionError(
+                None, f"timed out opening {ws.host}:{ws.port} and its handshake"
+            ) from None
+        return ws
+
+    async def _open_connection(
+        self, handshake: ClientHandshake, context: Optional[ssl.SSLContext]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[None] = loop.create_future()
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: _Handshaking(self, handshake, opened),
+                self.host,
+                self.port,
+                ssl=context,
+                server_hostname=self.host if context is not None else None,
+            )
+        except ssl.SSLError as exc:
+            raise ConnectionError(
+                None, f"TLS handshake with {self.host} failed: {exc}"
+            ) from None
+        except OSError as exc:
+            raise ConnectionError(
+                None, f"cannot connect to {self.host}:{self.port}: {exc}"
+            ) from None
+        try:
+            await opened
+        except BaseException:
+            transport.abort()
+            raise
+
+
+class _Handshaking(asyncio.Protocol):
+    """The transport's protocol during the opening handshake.
+
+    Sends the request, feeds the response to the :class:`ClientHandshake`,
+    and, in the callback that completes it, hands the transport to the
+    connection's driver (so that no frame can arrive in between).
+    """
+
+    def __init__(
+        self, ws: AioClient, handshake: ClientHandshake, opened: asyncio.Future[None]
+    ) -> None:
+        self.ws = ws
+        self.handshake = handshake
+        self.opened = opened
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                import socket
+
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):  # pragma: no cover
+                pass
+        transport.write(self.handshake.request_bytes)
+
+    def data_received(self, data: bytes) -> None:
+        self._feed(data)
+
+    def eof_received(self) -> bool:
+        self._feed(b"")
+        return False
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(
+                ConnectionError(None, f"connection lost during the handshake: {exc}")
+            )
+
+    def _feed(self, data: bytes) -> None:
+        if self.opened.done():  # pragma: no cover - the transport is aborted
+            return
+        try:
+            result: Optional[Tuple[Any, Optional[str], bytes]] = (
+                self.handshake.receive_data(data)
+            )
+        except ConnectionError as exc:
+            self.opened.set_exception(exc)
+            self.transport.abort()
+            return
+        if result is None:
+            return
+        conn, subprotocol, _ = result
+        ws = self.ws
+        ws.subprotocol = subprotocol
+        session = Session(
+            Protocol(conn, ws.max_message_size), client=True, max_queue=ws.max_queue
+        )
+        Stream(ws, session).start(self.transport, "client")
+        self.opened.set_result(None)
