@@ -57,7 +57,7 @@ from servers import (
     free_port,
     serving,
 )
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 pytestmark = pytest.mark.timeout(60)
@@ -616,3 +616,80 @@ def test_server_script(name: str, tmp_path: Path) -> None:
         assert out[0] == "hello", out
         assert re.fullmatch(r"round trip: \d+\.\d ms", out[1]), out
         check_log(proc.output(), name, README_BAD_LOG)
+
+
+# --------------------------------------------------------------------------
+# asyncio
+# --------------------------------------------------------------------------
+
+
+def aio_client_for(tmp_path: Path, url: str) -> Path:
+    client = tmp_path / "aio_client.py"
+    client.write_text(replace_once(example("aio_client"), "ws://127.0.0.1:8004/", url))
+    return client
+
+
+def check_aio_client(client: Path) -> None:
+    out = run_client(client).splitlines()
+    assert out[0] == "hello", out
+    assert re.fullmatch(r"round trip: \d+\.\d ms", out[1]), out
+
+
+@runs("aio_aiohttp", "aio_client")
+def test_aio_aiohttp_and_client(tmp_path: Path) -> None:
+    port = free_port()
+    script = tmp_path / "aio_aiohttp.py"
+    script.write_text(replace_once(example("aio_aiohttp"), "port=8002", f"port={port}"))
+    with serving([script.name], port, cwd=tmp_path) as proc:
+        url = f"ws://127.0.0.1:{port}/echo"
+        echo_round_trip(url)
+        check_aio_client(aio_client_for(tmp_path, url))
+        check_log(proc.output(), "aio_aiohttp", README_BAD_LOG)
+
+
+@runs("aio_asgi")
+def test_aio_asgi_under_uvicorn(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "aio_asgi.py").write_text(example("aio_asgi"))
+    args = ["-m", "uvicorn", "aio_asgi:app", "--port", str(port)]
+    with serving(args, port, cwd=tmp_path) as proc:
+        url = f"ws://127.0.0.1:{port}/"
+        for code in (1000, 4000):
+            echo_round_trip(url, code)
+        check_aio_client(aio_client_for(tmp_path, url))
+        check_log(proc.output(), "aio_asgi", README_BAD_LOG)
+
+
+@runs("aio_sock")
+def test_aio_sock_fragment_is_the_tested_example() -> None:
+    """The plain-asyncio fragment is the accept call of examples/aio_sock.py,
+    which tests/test_aio_servers.py runs."""
+    squeeze = " ".join
+    source = (ROOT / "examples" / "aio_sock.py").read_text()
+    assert squeeze(example("aio_sock").split()) in squeeze(source.split())
+
+
+@runs("close_on_signals")
+def test_close_on_signals_under_eventlet(tmp_path: Path) -> None:
+    """The Deployment section's eventlet.wsgi lines: SIGTERM closes the
+    open WebSocket with 1001 before the process ends."""
+    import signal
+
+    port = free_port()
+    (tmp_path / "myapp.py").write_text(example("myapp"))
+    prelude = (
+        "import eventlet\neventlet.monkey_patch()\n"
+        "import eventlet.wsgi\nimport greenws\nfrom myapp import app\n"
+    )
+    script = tmp_path / "signals.py"
+    block = replace_once(example("close_on_signals"), "8000", str(port))
+    script.write_text(prelude + block)
+    with serving([script.name], port, cwd=tmp_path) as proc:
+        with ws_connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as ws:
+            ws.send("before")
+            assert ws.recv(timeout=10) == "before"
+            proc.popen.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+        assert ws.close_code == 1001
+        proc.popen.wait(10)
