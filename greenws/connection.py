@@ -44,6 +44,11 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 #: Messages that may wait in the receive queue before reading pauses.
 DEFAULT_MAX_QUEUE = 16
 
+# Largest payload of a control frame (RFC 6455 5.5); in a Close frame, two
+# bytes of it are the code.
+_MAX_CONTROL_PAYLOAD = 125
+_MAX_CLOSE_MESSAGE = _MAX_CONTROL_PAYLOAD - 2
+
 # Close reason when keepalive gives up on the peer.
 _KEEPALIVE_TIMEOUT = "keepalive ping timeout"
 
@@ -60,6 +65,43 @@ _MAX_GRACE = 0.5
 _OK_CODES = (NORMAL_CLOSURE, GOING_AWAY, NO_STATUS)
 
 Data = Union[str, bytes]
+
+
+def _check_close(reason: Optional[int], message: Optional[str]) -> int:
+    """The close code for ``close(reason, message)``, or why they cannot be sent.
+
+    Checked before anything changes: wsproto would send a code that RFC 6455
+    7.4 forbids, turn 1005/1006/1015 into 1000 while we report the code we
+    were given, and cut a long reason short.
+    """
+    if reason is None:
+        code = NORMAL_CLOSURE
+    elif isinstance(reason, int) and not isinstance(reason, bool):
+        code = int(reason)
+        if not (
+            1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+        ):
+            raise ValueError(
+                f"close code {code} may not be sent; use 1000-1003, 1007-1014 "
+                "or 3000-4999 (RFC 6455 7.4)"
+            )
+    else:
+        raise TypeError(f"the close code must be an int, not {reason!r}")
+    if message is not None:
+        if not isinstance(message, str):
+            raise TypeError(f"the close message must be a str, not {message!r}")
+        try:
+            size = len(message.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"the close message cannot be sent as UTF-8: {exc}"
+            ) from exc
+        if size > _MAX_CLOSE_MESSAGE:
+            raise ValueError(
+                f"the close message is {size} bytes of UTF-8; at most "
+                f"{_MAX_CLOSE_MESSAGE} fit in a Close frame"
+            )
+    return code
 
 
 def _send_whole(sock: Any, data: Any) -> None:
@@ -359,8 +401,14 @@ class Base:
         Sends a Close frame, waits up to ``close_timeout`` seconds for the
         peer's, then closes the socket.  Calling it again, or after the peer
         closed, does nothing.
+
+        Raises :class:`ValueError` for a code that may not be sent (allowed:
+        1000-1003, 1007-1014 and 3000-4999) or a ``message`` longer than 123
+        bytes of UTF-8, :class:`TypeError` for a code that is not an int or a
+        message that is not a str; the connection is then left as it was.
         """
-        self._close_with(NORMAL_CLOSURE if reason is None else reason, message)
+        code = _check_close(reason, message)
+        self._close_with(code, message)
         self._wait_closed(self.close_timeout)
 
     def _wait_closed(self, timeout: float) -> None:

@@ -807,3 +807,72 @@ def test_send_whole_finishes_what_one_send_left():
     sock.calls.clear()
     _send_whole(sock, b"abc")
     assert sock.calls == [("send", b"abc")]
+
+
+# -- arguments checked up front, and the races around them ---------------------
+
+ALLOWED = "1000-1003, 1007-1014 or 3000-4999"
+
+
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        ((999,), ValueError, ALLOWED),
+        ((0,), ValueError, ALLOWED),
+        ((1004,), ValueError, ALLOWED),
+        ((1005,), ValueError, ALLOWED),
+        ((1006,), ValueError, ALLOWED),
+        ((1015,), ValueError, ALLOWED),
+        ((1016,), ValueError, ALLOWED),
+        ((2999,), ValueError, ALLOWED),
+        ((5000,), ValueError, ALLOWED),
+        (("going away",), TypeError, "int"),
+        ((True,), TypeError, "int"),
+        ((1000.0,), TypeError, "int"),
+        ((1000, b"bytes"), TypeError, "str"),
+        ((1000, "bye \udcff"), ValueError, "UTF-8"),
+        ((1000, "x" * 124), ValueError, "123"),
+        ((4000, "\u00e9" * 62), ValueError, "123"),  # 124 bytes of UTF-8
+    ],
+    ids=lambda v: repr(v)[:20],
+)
+def test_close_refuses_bad_arguments_and_changes_nothing(
+    harness, role, rt, args, error, match
+):
+    """Nothing is sent and nothing changes: a blocked receive() still gets
+    the next message, the next frame on the wire is data, and a later close()
+    is a normal one."""
+    ws, peer = raw_pair(harness, role, close_timeout=WAIT)
+    waiting = rt.spawn(ws.receive, WAIT)
+    with pytest.raises(error, match=match):
+        ws.close(*args)
+    assert ws.connected
+    assert (ws.close_reason, ws.close_message) == (1005, None)
+    peer.send_frame(OP_TEXT, "after")
+    assert waiting.get() == "after"
+    ws.send("still open")
+    assert peer.read_frame()[2:] == (OP_TEXT, b"still open")
+    closer = rt.spawn(ws.close, 4000, "done")
+    assert read_close(peer) == (4000, "done")
+    peer.send_frame(OP_CLOSE, close_payload(4000, "done"))
+    peer.close()
+    closer.get()
+    assert (ws.close_reason, ws.close_message) == (4000, "done")
+    assert not ws.connected
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(1000, "x" * 123), (1000, "\u00e9" * 61 + "x"), (1003,), (1007,), (1014,),
+     (3000,), (4999, "")],
+    ids=lambda v: repr(v)[:20],
+)
+def test_close_sends_allowed_codes_and_the_whole_message(harness, role, rt, args):
+    ws, peer = raw_pair(harness, role, close_timeout=WAIT)
+    closer = rt.spawn(ws.close, *args)
+    code, message = args[0], args[1] if len(args) > 1 else None
+    assert read_close(peer) == (code, message or "")
+    peer.send_frame(OP_CLOSE, close_payload(code, message or ""))
+    peer.close()
+    closer.get()
+    assert (ws.close_reason, ws.close_message) == (code, message)
