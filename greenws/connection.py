@@ -371,13 +371,27 @@ class Base:
             self._space_event.set()  # wake the paused reader
         return message
 
-    def ping(self, data: bytes = b"", timeout: Optional[float] = None) -> float:
+    def ping(
+        self, data: Union[str, bytes, bytearray, memoryview] = b"",
+        timeout: Optional[float] = None,
+    ) -> float:
         """Send a ping and wait for its pong; return the round-trip time (s).
 
-        Raises :class:`TimeoutError` when ``timeout`` passes first and
-        :class:`ConnectionClosed` if the connection ends while waiting.
+        ``data`` (bytes, or a str sent as UTF-8) is the payload: at most 125
+        bytes, else :class:`ValueError`.  Raises :class:`TimeoutError` when
+        ``timeout`` passes first and :class:`ConnectionClosed` if the
+        connection ends while waiting.
         """
-        payload = data.encode() if isinstance(data, str) else bytes(data)
+        # memoryview: bytes-like objects only (bytes(5) would be 5 zeros).
+        payload = (
+            data.encode("utf-8") if isinstance(data, str)
+            else memoryview(data).tobytes()
+        )
+        if len(payload) > _MAX_CONTROL_PAYLOAD:
+            raise ValueError(
+                f"a ping carries at most {_MAX_CONTROL_PAYLOAD} bytes, "
+                f"not {len(payload)}"
+            )
         while not payload or payload in self._pings:
             payload = os.urandom(4)
         entry: List[Any] = [self.event_class(), time.monotonic(), None]
@@ -778,10 +792,12 @@ class Base:
         # A pong answers its ping and every earlier one still waiting.
         now = time.monotonic()
         for key in list(self._pings):
-            entry = self._pings.pop(key)
-            entry[2] = self.latency = now - entry[1]
-            if entry[0] is not None:
-                entry[0].set()
+            # A ping() whose time ran out meanwhile has taken its own entry.
+            entry = self._pings.pop(key, None)
+            if entry is not None:
+                entry[2] = self.latency = now - entry[1]
+                if entry[0] is not None:
+                    entry[0].set()
             if key == payload:
                 break
 

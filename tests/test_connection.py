@@ -6,6 +6,7 @@ peers are sockets driven frame by frame by the test.
 
 import os
 import struct
+import threading
 import time
 
 import pytest
@@ -876,3 +877,146 @@ def test_close_sends_allowed_codes_and_the_whole_message(harness, role, rt, args
     peer.close()
     closer.get()
     assert (ws.close_reason, ws.close_message) == (code, message)
+
+
+def test_ping_payload_checked_before_it_is_registered(harness, role):
+    ws, peer = raw_pair(harness, role)
+    with pytest.raises(ValueError, match="125"):
+        ws.ping(b"x" * 126, timeout=WAIT)
+    with pytest.raises(ValueError, match="125"):
+        ws.ping("\u00e9" * 63, timeout=WAIT)  # 126 bytes of UTF-8
+    with pytest.raises(TypeError):
+        ws.ping(5, timeout=WAIT)  # not 5 zero bytes
+    assert not ws._pings  # no stale entry waits for a pong
+    assert ws.connected
+    for data, wire in [("\u00e9\u2713", "\u00e9\u2713".encode()),
+                       (b"y" * 125, b"y" * 125),
+                       (memoryview(b"abcdef")[::2], b"ace")]:
+        task = harness.rt.spawn(ws.ping, data, timeout=WAIT)
+        assert peer.read_frame()[2:] == (OP_PING, wire)
+        peer.send_frame(OP_PONG, wire)
+        assert task.get() > 0
+    assert not ws._pings
+
+
+class RacingPings(dict):
+    """Pings waiting for their pong, arranged so that a ping()'s time runs
+    out exactly while the reader handles that ping's pong: ``_pong()`` is
+    held up right after it has listed the waiting pings, until ping() has
+    given up (and taken its entry away)."""
+
+    def __init__(self, rt):
+        super().__init__()
+        self.rt = rt
+        self.pong_seen = False
+        self.timed_out = False
+
+    def __setitem__(self, payload, entry):  # ping() registers its entry
+        entry[0] = _TimesOutOnPong(self)
+        super().__setitem__(payload, entry)
+
+    def __iter__(self):  # _pong() lists the waiting pings
+        keys = list(super().__iter__())
+        self.pong_seen = True
+        assert self.rt.wait_until(lambda: self.timed_out)
+        return iter(keys)
+
+
+class _TimesOutOnPong:
+    """ping()'s waiter: its time runs out as soon as the pong is seen."""
+
+    def __init__(self, pings):
+        self.pings = pings
+
+    def wait(self, timeout=None):
+        assert self.pings.rt.wait_until(lambda: self.pings.pong_seen)
+        return False
+
+    def set(self):
+        pass
+
+
+def test_pong_racing_a_ping_timeout_unit(rt):
+    """The reader's ``_pong()`` finds the entries it listed gone."""
+    ws = greenws.Client.__new__(greenws.Client)
+    ws._pings = pings = RacingPings(rt)
+    earlier = [threading.Event(), time.monotonic(), None]
+    dict.__setitem__(pings, b"earlier", earlier)
+    dict.__setitem__(pings, b"late", [threading.Event(), time.monotonic(), None])
+    later = [threading.Event(), time.monotonic(), None]
+    dict.__setitem__(pings, b"later", later)
+
+    def give_up():  # what ping() does when its time runs out
+        assert rt.wait_until(lambda: pings.pong_seen)
+        pings.pop(b"late", None)
+        pings.timed_out = True
+
+    task = rt.spawn(give_up)
+    ws._pong(b"late")
+    task.get()
+    assert earlier[0].is_set() and earlier[2] is not None  # answered too
+    assert list(dict.keys(pings)) == [b"later"] and not later[0].is_set()
+
+
+def _websockets_peer(harness, role, rt):
+    """(greenws object in ``role``, a function returning the close code the
+    peer saw) with a `websockets` echo peer on the other side."""
+    from websockets.sync.client import connect
+    from websockets.sync.server import serve
+
+    if role == "server":
+        listener = harness.listener()
+        port = listener.getsockname()[1]
+
+        def client():
+            with connect(f"ws://127.0.0.1:{port}/", open_timeout=WAIT) as peer:
+                for message in peer:
+                    peer.send(message)
+                return peer.close_code
+
+        task = rt.spawn_thread(client)
+        ws = harness.accept_server(listener, close_timeout=WAIT)
+        return ws, task.get
+
+    codes = []
+
+    def echo(peer):
+        for message in peer:
+            peer.send(message)
+        codes.append(peer.close_code)
+
+    server = serve(echo, "127.0.0.1", 0)
+    serving = rt.spawn_thread(server.serve_forever)
+    ws = greenws.Client.connect(
+        f"ws://127.0.0.1:{server.socket.getsockname()[1]}/",
+        preset=rt.preset, close_timeout=WAIT,
+    )
+    harness.connections.append(ws)
+
+    def stop():
+        assert rt.wait_until(lambda: codes)
+        server.shutdown()
+        serving.get()
+        return codes[0]
+
+    return ws, stop
+
+
+def test_pong_arriving_as_ping_times_out_keeps_the_connection(harness, role, rt):
+    """A real peer answers at once; the pong is handled just as ping() gives
+    up.  ping() raises TimeoutError, the connection goes on (before, the
+    reader died on a KeyError and the connection ended with 1006)."""
+    ws, peer_result = _websockets_peer(harness, role, rt)
+    ws._pings = pings = RacingPings(rt)
+    with pytest.raises(TimeoutError):
+        ws.ping(b"late", timeout=WAIT)
+    assert pings.pong_seen
+    pings.timed_out = True  # the reader goes on handling the pong
+    ws.send("still there?")
+    assert ws.receive(timeout=WAIT) == "still there?"
+    assert ws.connected
+    ws._pings = {}
+    assert ws.ping(timeout=WAIT) > 0
+    ws.close()
+    assert ws.close_reason == 1000
+    assert peer_result() == 1000
