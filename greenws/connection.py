@@ -335,7 +335,13 @@ class Base:
         """
         queue = self._queue
         deadline = None
-        while not queue:
+        while True:
+            if queue:
+                try:
+                    message = queue.pop(0)
+                    break
+                except IndexError:  # another receiver took it since the test
+                    pass
             if self._closing:
                 raise ConnectionClosed(self.close_reason, self.close_message)
             remaining = None
@@ -364,7 +370,6 @@ class Base:
                 if remaining == 0.0:
                     return None
                 self._message_event.wait(remaining)
-        message = queue.pop(0)
         if self._readiness is not None:
             self._arm()
         elif not self._space_event.is_set() and self._room():

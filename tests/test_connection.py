@@ -1020,3 +1020,56 @@ def test_pong_arriving_as_ping_times_out_keeps_the_connection(harness, role, rt)
     ws.close()
     assert ws.close_reason == 1000
     assert peer_result() == 1000
+
+
+class GatedQueue(list):
+    """A receive queue that holds the first two receivers who find it not
+    empty until both have: both then go for the same one message."""
+
+    def __init__(self, rt):
+        super().__init__()
+        self.rt = rt
+        self.arrived = 0
+
+    def __bool__(self):
+        full = len(self) > 0
+        if full and self.arrived < 2:
+            self.arrived += 1
+            self.rt.wait_until(lambda: self.arrived >= 2)
+        return full
+
+
+def test_two_receivers_racing_for_the_last_message(ws_pair, role, rt):
+    a, b = pick(ws_pair(), role)
+    a._queue = GatedQueue(rt)
+    receivers = [rt.spawn(a.receive, WAIT) for _ in range(2)]
+    b.send("one")
+    assert rt.wait_until(lambda: any(task.ready() for task in receivers))
+    assert a._queue.arrived == 2  # the race did happen
+    b.send("two")
+    # Before, one of them got IndexError.
+    assert sorted(task.get() for task in receivers) == ["one", "two"]
+    assert a.connected
+
+
+def test_many_receivers_each_message_once_in_order(ws_pair, role, rt):
+    a, b = pick(ws_pair(), role)
+    receivers, total = 12, 3000
+
+    def receive_all():
+        got = []
+        while True:
+            message = a.receive(timeout=WAIT)
+            if message == "end":
+                return got
+            got.append(int(message))
+
+    tasks = [rt.spawn(receive_all) for _ in range(receivers)]
+    sender = rt.spawn(lambda: [b.send(str(i)) for i in range(total)])
+    sender.get()
+    for _ in range(receivers):
+        b.send("end")
+    results = [task.get() for task in tasks]
+    for got in results:
+        assert got == sorted(got)
+    assert sorted(sum(results, [])) == list(range(total))
