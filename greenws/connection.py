@@ -316,10 +316,14 @@ class Base:
         so a slow reader slows the sender instead of filling memory.  Raises
         :class:`ConnectionClosed` once the connection is closing or closed.
         """
-        if isinstance(data, (str, bytes)):
-            message: Union[str, bytes] = data
-        elif isinstance(data, (bytearray, memoryview)):
-            message = bytes(data)
+        # Binary data is framed where it is: copying a large message first
+        # would double the memory it takes.
+        if isinstance(data, (str, bytes, bytearray)):
+            message: Union[str, bytes, bytearray, memoryview] = data
+        elif isinstance(data, memoryview):
+            # Framing counts and slices bytes: a view of other items (or
+            # dimensions) is cast to plain bytes, a scattered one copied.
+            message = data.cast("B") if data.c_contiguous else data.tobytes()
         else:
             message = str(data)
         if not self.connected or not self._write(message):
@@ -476,7 +480,7 @@ class Base:
 
     def _write(
         self,
-        event: Union[Event, str, bytes],
+        event: Union[Event, str, bytes, bytearray, memoryview],
         closing: bool = False,
         timeout: Optional[float] = None,
     ) -> bool:
@@ -498,7 +502,7 @@ class Base:
             if self._done and not closing:
                 return False
             try:
-                if isinstance(event, (str, bytes)):
+                if isinstance(event, (str, bytes, bytearray, memoryview)):
                     data = self._protocol.send_message(event)
                 else:
                     data = self._protocol.send(event)

@@ -80,6 +80,8 @@ _BIG = 64 * 1024
 # The first byte's "compressed" bit (permessage-deflate, RFC 7692).
 _RSV1 = 0x40
 Message = Union[str, bytes]
+#: Binary data send_message() takes.
+Binary = Union[bytes, bytearray, memoryview]
 #: What send_message() returns: the frame, or for a large unmasked frame its
 #: first bytes and a view of the rest of the payload, to be sent in order.
 Wire = Union[bytes, Tuple[bytes, memoryview]]
@@ -144,8 +146,11 @@ class Protocol:
         """Serialise ``event``; raises ``LocalProtocolError`` once closing."""
         return self._conn.send(event)
 
-    def send_message(self, data: Union[str, bytes]) -> Wire:
+    def send_message(self, data: Union[str, Binary]) -> Wire:
         """Serialise one whole text (``str``) or binary message.
+
+        Binary data may be a ``bytearray`` or a ``memoryview`` of bytes
+        (format ``B``, contiguous): it is not copied before framing.
 
         Same bytes as ``send(TextMessage(...))``/``send(BytesMessage(...))``;
         unless wsproto is mid-message or an extension other than greenws's
@@ -162,6 +167,7 @@ class Protocol:
         if proto._outbound_opcode is None and (
             deflate is not None or not proto.extensions
         ):
+            payload: Binary
             if isinstance(data, str):
                 payload = data.encode("utf-8")
                 first = 0x81
@@ -174,7 +180,10 @@ class Protocol:
             if squeezed is not None:
                 return _frame(first | _RSV1, squeezed, self._client)
         event: Event = (
-            TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+            TextMessage(data=data)
+            if isinstance(data, str)
+            # wsproto takes any buffer (and copies it into its frame).
+            else BytesMessage(data=data)  # type: ignore[arg-type]
         )
         return conn.send(event)
 
@@ -408,7 +417,7 @@ class Protocol:
 
 
 def _unmask_python(
-    payload: Union[bytes, memoryview], key: bytes, prefix: bytes = b""
+    payload: Binary, key: bytes, prefix: bytes = b""
 ) -> bytes:
     """``prefix`` + ``payload`` XORed with the 4-byte masking ``key``
     (RFC 6455 5.3)."""
@@ -453,7 +462,7 @@ except ImportError:  # pragma: no cover - no compiler at install time
     pass
 
 
-def _frame(first: int, payload: bytes, masked: bool) -> Wire:
+def _frame(first: int, payload: Binary, masked: bool) -> Wire:
     """One complete frame: ``first`` is the FIN/RSV/opcode byte."""
     n = len(payload)
     mask_bit = 0x80 if masked else 0

@@ -4,10 +4,12 @@ Pairs are real loopback TCP connections (see conftest ``Harness``); "raw"
 peers are sockets driven frame by frame by the test.
 """
 
+import array
 import os
 import struct
 import threading
 import time
+import tracemalloc
 
 import pytest
 from conftest import (
@@ -1073,3 +1075,62 @@ def test_many_receivers_each_message_once_in_order(ws_pair, role, rt):
     for got in results:
         assert got == sorted(got)
     assert sorted(sum(results, [])) == list(range(total))
+
+
+def _drain(sock, n):
+    """Read and drop ``n`` bytes without keeping them (no allocation)."""
+    buf = bytearray(256 * 1024)
+    while n > 0:
+        got = sock.recv_into(buf, min(n, len(buf)))
+        if not got:
+            raise EOFError
+        n -= got
+
+
+@pytest.mark.parametrize("kind", ["bytearray", "memoryview"])
+def test_send_binary_without_copying_it(harness, role, rt, kind):
+    """A 16 MiB bytearray or memoryview is framed where it is: the memory
+    send() allocates is the masked frame of a client (which cannot be
+    avoided) or next to nothing on a server; before, a copy came on top."""
+    ws, peer = raw_pair(harness, role)
+    size = 16 * 1024 * 1024
+    buffer = bytearray(os.urandom(size))
+    data = buffer if kind == "bytearray" else memoryview(buffer)
+    peer.sock.settimeout(WAIT)
+    header = 10 + (4 if role == "client" else 0)  # 64-bit length (and mask)
+    drain = rt.spawn(_drain, peer.sock, size + header)
+    tracemalloc.start()
+    try:
+        ws.send(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    drain.get()
+    unavoidable = size if role == "client" else 0
+    assert peak - unavoidable < size // 4, peak
+    if kind == "memoryview":
+        data.release()
+    buffer.extend(b"!")  # send() left no view of it behind
+    ws.send(buffer[-1000:])
+    assert peer.read_frame()[2:] == (OP_BINARY, bytes(buffer[-1000:]))
+
+
+@pytest.mark.parametrize(
+    "view, expected",
+    [
+        (memoryview(array.array("i", range(100))), array.array("i", range(100))),
+        (memoryview(array.array("d", [0.5] * 20000)), array.array("d", [0.5] * 20000)),
+        (memoryview(bytearray(b"abcd")).cast("B", (2, 2)), b"abcd"),
+        (memoryview(b"abcdef")[::2], b"ace"),
+        (memoryview(bytes(range(256)) * 400)[::-3], (bytes(range(256)) * 400)[::-3]),
+        (memoryview(b"x" * 70000)[5:], b"x" * 69995),
+    ],
+    ids=["int-array", "large-double-array", "2d", "strided", "large-strided",
+         "large-slice"],
+)
+def test_send_memoryview_of_any_shape(ws_pair, role, view, expected):
+    """Every byte of the view, in memory order, whatever its format,
+    dimensions or strides."""
+    a, b = pick(ws_pair(), role)
+    a.send(view)
+    assert b.receive(timeout=WAIT) == bytes(expected)
