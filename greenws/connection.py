@@ -14,7 +14,7 @@ import os
 import selectors
 import socket
 import time
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, TypeVar, Union
 
 from wsproto.events import CloseConnection, Event, Ping, Pong
 from wsproto.utilities import LocalProtocolError
@@ -65,6 +65,8 @@ _MAX_GRACE = 0.5
 _OK_CODES = (NORMAL_CLOSURE, GOING_AWAY, NO_STATUS)
 
 Data = Union[str, bytes]
+# ``with Client.connect(...) as ws`` gives a Client, not a Base.
+_Self = TypeVar("_Self", bound="Base")
 
 
 def _check_close(reason: Optional[int], message: Optional[str]) -> int:
@@ -470,7 +472,7 @@ class Base:
             assert message is not None
             yield message
 
-    def __enter__(self) -> Base:
+    def __enter__(self: _Self) -> _Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -1134,3 +1134,34 @@ def test_send_memoryview_of_any_shape(ws_pair, role, view, expected):
     a, b = pick(ws_pair(), role)
     a.send(view)
     assert b.receive(timeout=WAIT) == bytes(expected)
+
+
+def test_with_statement_keeps_the_static_type(tmp_path):
+    """``with Client.connect(url) as ws``: mypy sees a Client, not a Base."""
+    pytest.importorskip("mypy")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(
+        "import greenws\n"
+        "def f(environ: 'dict[str, object]') -> None:\n"
+        "    with greenws.Client.connect('ws://127.0.0.1/') as client:\n"
+        "        reveal_type(client)\n"
+        "    with greenws.Server.accept(environ) as server:\n"
+        "        reveal_type(server)\n"
+    )
+    root = Path(greenws.__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "--follow-imports=silent",
+         "--cache-dir", str(tmp_path / "cache"), str(snippet)],
+        capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
+        env=dict(os.environ, MYPYPATH=str(root)),
+    )
+    revealed = [line.split("Revealed type is ")[1] for line in
+                result.stdout.splitlines() if "Revealed type is" in line]
+    assert revealed == ['"greenws.client.Client"', '"greenws.server.Server"'], (
+        result.stdout
+    )
+    assert result.returncode == 0, result.stdout
