@@ -77,6 +77,8 @@ _HOLD_TEXT = 16 * 1024
 _SMALL_READ = 4096
 # Binary frames from this size are joined without their header when whole.
 _BIG = 64 * 1024
+# Close reason of a message over max_message_size (code 1009).
+_TOO_BIG = "message too big"
 # The first byte's "compressed" bit (permessage-deflate, RFC 7692).
 _RSV1 = 0x40
 Message = Union[str, bytes]
@@ -364,7 +366,7 @@ class Protocol:
                 if limit is not None and self._size > limit:
                     self._failed = True
                     self._parts = []
-                    append((FAIL, (MESSAGE_TOO_BIG, "message too big")))
+                    append((FAIL, (MESSAGE_TOO_BIG, _TOO_BIG)))
                     break
                 if event.message_finished:  # type: ignore[attr-defined]
                     parts = self._parts
@@ -392,7 +394,13 @@ class Protocol:
                     # wsproto reports a protocol violation as a CloseConnection
                     # without changing state: it was never sent by the peer.
                     self._failed = True
-                    append((FAIL, (event.code, event.reason or "")))
+                    # wsproto says "error in extension" when our inflater
+                    # stops a message at max_message_size.
+                    reason = (
+                        _TOO_BIG if event.code == MESSAGE_TOO_BIG
+                        else event.reason or ""
+                    )
+                    append((FAIL, (event.code, reason)))
                 else:
                     append((CLOSE, (event.code, event.reason)))
                 break
