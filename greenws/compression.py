@@ -141,7 +141,9 @@ class BoundedDeflate(PerMessageDeflate):
     # message has a fresh zlib context in that direction (no context
     # takeover), so that they leave no state behind.
 
-    def deflate_whole(self, data: bytes, client: bool) -> Optional[bytes]:
+    def deflate_whole(
+        self, data: Union[bytes, bytearray, memoryview], client: bool
+    ) -> Optional[bytes]:
         """``data`` compressed as one message, exactly as :meth:`frame_outbound`
         would; ``None`` if the compressor keeps its context between messages."""
         fresh = self.client_no_context_takeover if client else (

@@ -15,7 +15,7 @@ import selectors
 import socket
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, TypeVar, Union
 
 from wsproto.events import CloseConnection, Event, Ping, Pong
 from wsproto.utilities import LocalProtocolError
@@ -23,7 +23,7 @@ from wsproto.utilities import LocalProtocolError
 from . import presets as _presets
 from . import registry as _registry
 from .errors import ConnectionClosed
-from .log import NORMAL_CODES, logger
+from .log import logger
 from .protocol import (
     ABNORMAL,
     CLOSE,
@@ -37,6 +37,7 @@ from .protocol import (
     PONG,
     Protocol,
 )
+from .session import check_close, check_ping, close_log_level
 
 __all__ = ["Base", "DEFAULT_CLOSE_TIMEOUT", "DEFAULT_MAX_QUEUE"]
 
@@ -44,6 +45,7 @@ __all__ = ["Base", "DEFAULT_CLOSE_TIMEOUT", "DEFAULT_MAX_QUEUE"]
 DEFAULT_CLOSE_TIMEOUT = 5.0
 #: Messages that may wait in the receive queue before reading pauses.
 DEFAULT_MAX_QUEUE = 16
+
 
 # Close reason when keepalive gives up on the peer.
 _KEEPALIVE_TIMEOUT = "keepalive ping timeout"
@@ -68,6 +70,8 @@ _close_lock = threading.RLock()
 _OK_CODES = (NORMAL_CLOSURE, GOING_AWAY, NO_STATUS)
 
 Data = Union[str, bytes]
+# ``with Client.connect(...) as ws`` gives a Client, not a Base.
+_Self = TypeVar("_Self", bound="Base")
 
 
 def _send_whole(sock: Any, data: Any) -> None:
@@ -286,10 +290,14 @@ class Base:
         so a slow reader slows the sender instead of filling memory.  Raises
         :class:`ConnectionClosed` once the connection is closing or closed.
         """
-        if isinstance(data, (str, bytes)):
-            message: Union[str, bytes] = data
-        elif isinstance(data, (bytearray, memoryview)):
-            message = bytes(data)
+        # Binary data is framed where it is: copying a large message first
+        # would double the memory it takes.
+        if isinstance(data, (str, bytes, bytearray)):
+            message: Union[str, bytes, bytearray, memoryview] = data
+        elif isinstance(data, memoryview):
+            # Framing counts and slices bytes: a view of other items (or
+            # dimensions) is cast to plain bytes, a scattered one copied.
+            message = data.cast("B") if data.c_contiguous else data.tobytes()
         else:
             message = str(data)
         if not self.connected or not self._write(message):
@@ -305,7 +313,13 @@ class Base:
         """
         queue = self._queue
         deadline = None
-        while not queue:
+        while True:
+            if queue:
+                try:
+                    message = queue.pop(0)
+                    break
+                except IndexError:  # another receiver took it since the test
+                    pass
             if self._closing:
                 raise ConnectionClosed(self.close_reason, self.close_message)
             remaining = None
@@ -334,20 +348,24 @@ class Base:
                 if remaining == 0.0:
                     return None
                 self._message_event.wait(remaining)
-        message = queue.pop(0)
         if self._readiness is not None:
             self._arm()
         elif not self._space_event.is_set() and self._room():
             self._space_event.set()  # wake the paused reader
         return message
 
-    def ping(self, data: bytes = b"", timeout: Optional[float] = None) -> float:
+    def ping(
+        self, data: Union[str, bytes, bytearray, memoryview] = b"",
+        timeout: Optional[float] = None,
+    ) -> float:
         """Send a ping and wait for its pong; return the round-trip time (s).
 
-        Raises :class:`TimeoutError` when ``timeout`` passes first and
-        :class:`ConnectionClosed` if the connection ends while waiting.
+        ``data`` (bytes, or a str sent as UTF-8) is the payload: at most 125
+        bytes, else :class:`ValueError`.  Raises :class:`TimeoutError` when
+        ``timeout`` passes first and :class:`ConnectionClosed` if the
+        connection ends while waiting.
         """
-        payload = data.encode() if isinstance(data, str) else bytes(data)
+        payload = check_ping(data)
         while not payload or payload in self._pings:
             payload = os.urandom(4)
         entry: List[Any] = [self.event_class(), time.monotonic(), None]
@@ -371,8 +389,14 @@ class Base:
         Sends a Close frame, waits up to ``close_timeout`` seconds for the
         peer's, then closes the socket.  Calling it again, or after the peer
         closed, does nothing.
+
+        Raises :class:`ValueError` for a code that may not be sent (allowed:
+        1000-1003, 1007-1014 and 3000-4999) or a ``message`` longer than 123
+        bytes of UTF-8, :class:`TypeError` for a code that is not an int or a
+        message that is not a str; the connection is then left as it was.
         """
-        self._close_with(NORMAL_CLOSURE if reason is None else reason, message)
+        code, message = check_close(reason, message)
+        self._close_with(code, message)
         self._wait_closed(self.close_timeout)
 
     def _wait_closed(self, timeout: float) -> None:
@@ -411,7 +435,7 @@ class Base:
             assert message is not None
             yield message
 
-    def __enter__(self) -> Base:
+    def __enter__(self: _Self) -> _Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -421,7 +445,7 @@ class Base:
 
     def _write(
         self,
-        event: Union[Event, str, bytes],
+        event: Union[Event, str, bytes, bytearray, memoryview],
         closing: bool = False,
         timeout: Optional[float] = None,
     ) -> bool:
@@ -443,7 +467,7 @@ class Base:
             if self._done and not closing:
                 return False
             try:
-                if isinstance(event, (str, bytes)):
+                if isinstance(event, (str, bytes, bytearray, memoryview)):
                     data = self._protocol.send_message(event)
                 else:
                     data = self._protocol.send(event)
@@ -759,10 +783,12 @@ class Base:
         # A pong answers its ping and every earlier one still waiting.
         now = time.monotonic()
         for key in list(self._pings):
-            entry = self._pings.pop(key)
-            entry[2] = self.latency = now - entry[1]
-            if entry[0] is not None:
-                entry[0].set()
+            # A ping() whose time ran out meanwhile has taken its own entry.
+            entry = self._pings.pop(key, None)
+            if entry is not None:
+                entry[2] = self.latency = now - entry[1]
+                if entry[0] is not None:
+                    entry[0].set()
             if key == payload:
                 break
 
@@ -832,7 +858,7 @@ class Base:
             return
         _registry.discard(self)
         logger.log(
-            logging.DEBUG if self.close_reason in NORMAL_CODES else logging.INFO,
+            close_log_level(self.close_reason),
             "%s closed %s: %s %s",
             type(self).__name__,
             self.remote_address,

@@ -77,9 +77,13 @@ _HOLD_TEXT = 16 * 1024
 _SMALL_READ = 4096
 # Binary frames from this size are joined without their header when whole.
 _BIG = 64 * 1024
+# Close reason of a message over max_message_size (code 1009).
+_TOO_BIG = "message too big"
 # The first byte's "compressed" bit (permessage-deflate, RFC 7692).
 _RSV1 = 0x40
 Message = Union[str, bytes]
+#: Binary data send_message() takes.
+Binary = Union[bytes, bytearray, memoryview]
 #: What send_message() returns: the frame, or for a large unmasked frame its
 #: first bytes and a view of the rest of the payload, to be sent in order.
 Wire = Union[bytes, Tuple[bytes, memoryview]]
@@ -144,8 +148,11 @@ class Protocol:
         """Serialise ``event``; raises ``LocalProtocolError`` once closing."""
         return self._conn.send(event)
 
-    def send_message(self, data: Union[str, bytes]) -> Wire:
+    def send_message(self, data: Union[str, Binary]) -> Wire:
         """Serialise one whole text (``str``) or binary message.
+
+        Binary data may be a ``bytearray`` or a ``memoryview`` of bytes
+        (format ``B``, contiguous): it is not copied before framing.
 
         Same bytes as ``send(TextMessage(...))``/``send(BytesMessage(...))``;
         unless wsproto is mid-message or an extension other than greenws's
@@ -162,6 +169,7 @@ class Protocol:
         if proto._outbound_opcode is None and (
             deflate is not None or not proto.extensions
         ):
+            payload: Binary
             if isinstance(data, str):
                 payload = data.encode("utf-8")
                 first = 0x81
@@ -174,7 +182,10 @@ class Protocol:
             if squeezed is not None:
                 return _frame(first | _RSV1, squeezed, self._client)
         event: Event = (
-            TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+            TextMessage(data=data)
+            if isinstance(data, str)
+            # wsproto takes any buffer (and copies it into its frame).
+            else BytesMessage(data=data)  # type: ignore[arg-type]
         )
         return conn.send(event)
 
@@ -355,7 +366,7 @@ class Protocol:
                 if limit is not None and self._size > limit:
                     self._failed = True
                     self._parts = []
-                    append((FAIL, (MESSAGE_TOO_BIG, "message too big")))
+                    append((FAIL, (MESSAGE_TOO_BIG, _TOO_BIG)))
                     break
                 if event.message_finished:  # type: ignore[attr-defined]
                     parts = self._parts
@@ -383,7 +394,13 @@ class Protocol:
                     # wsproto reports a protocol violation as a CloseConnection
                     # without changing state: it was never sent by the peer.
                     self._failed = True
-                    append((FAIL, (event.code, event.reason or "")))
+                    # wsproto says "error in extension" when our inflater
+                    # stops a message at max_message_size.
+                    reason = (
+                        _TOO_BIG if event.code == MESSAGE_TOO_BIG
+                        else event.reason or ""
+                    )
+                    append((FAIL, (event.code, reason)))
                 else:
                     append((CLOSE, (event.code, event.reason)))
                 break
@@ -408,7 +425,7 @@ class Protocol:
 
 
 def _unmask_python(
-    payload: Union[bytes, memoryview], key: bytes, prefix: bytes = b""
+    payload: Binary, key: bytes, prefix: bytes = b""
 ) -> bytes:
     """``prefix`` + ``payload`` XORed with the 4-byte masking ``key``
     (RFC 6455 5.3)."""
@@ -453,7 +470,7 @@ except ImportError:  # pragma: no cover - no compiler at install time
     pass
 
 
-def _frame(first: int, payload: bytes, masked: bool) -> Wire:
+def _frame(first: int, payload: Binary, masked: bool) -> Wire:
     """One complete frame: ``first`` is the FIN/RSV/opcode byte."""
     n = len(payload)
     mask_bit = 0x80 if masked else 0

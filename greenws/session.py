@@ -97,7 +97,9 @@ def check_close(code: Any, message: Any) -> Tuple[int, Optional[str]]:
         try:
             size = len(message.encode("utf-8"))
         except UnicodeEncodeError as exc:
-            raise ValueError(f"the close message is not valid text: {exc}") from None
+            raise ValueError(
+                f"the close message cannot be sent as UTF-8: {exc}"
+            ) from None
         if size > _MAX_REASON:
             raise ValueError(
                 f"the close message is {size} bytes in UTF-8; at most "
@@ -107,8 +109,15 @@ def check_close(code: Any, message: Any) -> Tuple[int, Optional[str]]:
 
 
 def check_ping(data: Any) -> bytes:
-    """The payload of an application's ``ping(data)``: ``str`` as UTF-8."""
-    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    """The payload of an application's ``ping(data)``: ``str`` as UTF-8.
+
+    Raises :class:`TypeError` for something that is not text or bytes-like,
+    and :class:`ValueError` for more than 125 bytes (a control frame's).
+    """
+    # memoryview: bytes-like objects only (bytes(5) would be five zeros).
+    payload = (
+        data.encode("utf-8") if isinstance(data, str) else memoryview(data).tobytes()
+    )
     if len(payload) > _MAX_PING:
         raise ValueError(
             f"a ping payload is at most {_MAX_PING} bytes, not {len(payload)}"

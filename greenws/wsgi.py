@@ -34,6 +34,7 @@ server treats as "connection gone, nothing to log or write".
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections import deque
 from typing import (
@@ -505,6 +506,7 @@ class WebSocketWSGI:
         self.handler = handler
         self.fallback = fallback
         self.server_class = server_class or Server
+        _check_options(self.server_class, options)
         self.options = options
 
     def __call__(
@@ -526,6 +528,31 @@ class WebSocketWSGI:
         finally:
             ws.close()
         return end_response(ws.mode, start_response)
+
+
+def _check_options(server_class: Any, options: Dict[str, Any]) -> None:
+    """Refuse options ``server_class.accept`` cannot take, now rather than
+    on every request.
+
+    It takes its own named parameters and passes the rest on to
+    ``__init__``; an ``__init__`` with ``**kwargs`` may take anything.
+    """
+    names = set()
+    for function in (server_class.accept, server_class.__init__):
+        for param in inspect.signature(function).parameters.values():
+            if param.kind is param.VAR_KEYWORD and function is server_class.__init__:
+                return
+            if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+                names.add(param.name)
+    # Given by accept() itself, not by an option.
+    names.difference_update(("self", "environ"))
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise TypeError(
+            f"{server_class.__name__} has no option "
+            f"{', '.join(map(repr, unknown))}; its options are: "
+            f"{', '.join(sorted(names))}"
+        )
 
 
 def is_websocket_upgrade(environ: Environ) -> bool:

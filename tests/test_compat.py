@@ -109,3 +109,59 @@ def test_real_simple_websocket_client_against_greenws_server(threading_harness):
     server = harness.accept_server(listener)
     server.send(server.receive(timeout=WAIT))
     assert task.get() == "ping?"
+
+
+def _run(code):
+    """Run ``code`` in a fresh interpreter (module state must not leak)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_install_after_the_libraries_were_imported():
+    """flask-sock holds ``Server`` and ``ConnectionClosed``, engineio the
+    module: install() switches them, uninstall() switches them back."""
+    _run(
+        "import flask_sock\n"
+        "import engineio.async_drivers._websocket_wsgi as driver\n"
+        "import simple_websocket as real\n"
+        "import greenws, greenws.compat\n"
+        "assert greenws.compat.install() is greenws\n"
+        "greenws.compat.install()  # twice is the same\n"
+        "assert flask_sock.Server is greenws.Server\n"
+        "assert flask_sock.ConnectionClosed is greenws.ConnectionClosed\n"
+        "assert driver.simple_websocket is greenws\n"
+        "import simple_websocket\n"
+        "assert simple_websocket is greenws\n"
+        "greenws.compat.uninstall()\n"
+        "assert flask_sock.Server is real.Server\n"
+        "assert flask_sock.ConnectionClosed is real.ConnectionClosed\n"
+        "assert driver.simple_websocket is real\n"
+        "import simple_websocket\n"
+        "assert simple_websocket is real\n"
+    )
+
+
+def test_install_refuses_what_it_cannot_switch():
+    """A class derived from simple-websocket's already exists: an error that
+    says what to do, and nothing changed."""
+    out = _run(
+        "import sys\n"
+        "import flask_sock\n"
+        "import simple_websocket\n"
+        "class Mine(simple_websocket.Server):\n"
+        "    pass\n"
+        "import greenws.compat\n"
+        "try:\n"
+        "    greenws.compat.install()\n"
+        "except RuntimeError as exc:\n"
+        "    print(exc)\n"
+        "assert flask_sock.Server is simple_websocket.Server\n"
+        "assert sys.modules['simple_websocket'] is simple_websocket\n"
+    )
+    assert "__main__.Mine" in out and "call install() before" in out

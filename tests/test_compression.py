@@ -4,7 +4,7 @@ import os
 import zlib
 
 import pytest
-from conftest import OP_BINARY, OP_TEXT, WAIT, frame
+from conftest import OP_BINARY, OP_TEXT, WAIT, frame, pick
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import serve
 from wsproto.connection import Connection, ConnectionType
@@ -306,3 +306,31 @@ def test_client_offers_compression_unless_disabled(harness):
     assert b"permessage-deflate" in peer.request_head.lower()
     client2, peer2 = harness.raw_server(compression=False)
     assert b"permessage-deflate" not in peer2.request_head.lower()
+
+
+@pytest.mark.parametrize(
+    "message, small_frame",
+    [(b"a" * 5000, True), ("\u00e9" * 100_000, True), (os.urandom(70_000), False),
+     (b"\0" * 1_000_000, True)],
+    ids=["small", "text", "large-frame", "bomb"],
+)
+def test_compressed_message_over_max_message_size(ws_pair, role, message, small_frame):
+    """1009 "message too big", as for an uncompressed one (wsproto's reason
+    for it was "error in extension")."""
+    server, client = ws_pair(
+        server_kwargs={"max_message_size": 1000},
+        client_kwargs={"max_message_size": 1000},
+    )
+    a, b = pick((server, client), role)
+    assert a._protocol._deflate is not None and b._protocol._deflate is not None
+    try:
+        b.send(message)
+    except greenws.ConnectionClosed:
+        pass  # a large frame: the receiver failed before it was all sent
+    # The sender sees the 1009 too when its frame had arrived whole; else the
+    # receiver's socket may reset the connection first (1006).
+    for ws in (a, b) if small_frame else (a,):
+        with pytest.raises(greenws.ConnectionClosed) as closed:
+            while ws.receive(timeout=WAIT) is not None:
+                pass
+        assert (closed.value.reason, closed.value.message) == (1009, "message too big")

@@ -4,11 +4,13 @@ Pairs are real loopback TCP connections (see conftest ``Harness``); "raw"
 peers are sockets driven frame by frame by the test.
 """
 
+import array
 import os
 import struct
 import sys
 import threading
 import time
+import tracemalloc
 
 import pytest
 from conftest import (
@@ -920,3 +922,358 @@ def test_send_whole_finishes_what_one_send_left():
     sock.calls.clear()
     _send_whole(sock, b"abc")
     assert sock.calls == [("send", b"abc")]
+
+
+# -- arguments checked up front, and the races around them ---------------------
+
+ALLOWED = "1000-1003, 1007-1014 or 3000-4999"
+
+
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        ((999,), ValueError, ALLOWED),
+        ((0,), ValueError, ALLOWED),
+        ((1004,), ValueError, ALLOWED),
+        ((1005,), ValueError, ALLOWED),
+        ((1006,), ValueError, ALLOWED),
+        ((1015,), ValueError, ALLOWED),
+        ((1016,), ValueError, ALLOWED),
+        ((2999,), ValueError, ALLOWED),
+        ((5000,), ValueError, ALLOWED),
+        (("going away",), TypeError, "int"),
+        ((True,), TypeError, "int"),
+        ((1000.0,), TypeError, "int"),
+        ((1000, b"bytes"), TypeError, "str"),
+        ((1000, "bye \udcff"), ValueError, "UTF-8"),
+        ((1000, "x" * 124), ValueError, "123"),
+        ((4000, "\u00e9" * 62), ValueError, "123"),  # 124 bytes of UTF-8
+    ],
+    ids=lambda v: repr(v)[:20],
+)
+def test_close_refuses_bad_arguments_and_changes_nothing(
+    harness, role, rt, args, error, match
+):
+    """Nothing is sent and nothing changes: a blocked receive() still gets
+    the next message, the next frame on the wire is data, and a later close()
+    is a normal one."""
+    ws, peer = raw_pair(harness, role, close_timeout=WAIT)
+    waiting = rt.spawn(ws.receive, WAIT)
+    with pytest.raises(error, match=match):
+        ws.close(*args)
+    assert ws.connected
+    assert (ws.close_reason, ws.close_message) == (1005, None)
+    peer.send_frame(OP_TEXT, "after")
+    assert waiting.get() == "after"
+    ws.send("still open")
+    assert peer.read_frame()[2:] == (OP_TEXT, b"still open")
+    closer = rt.spawn(ws.close, 4000, "done")
+    assert read_close(peer) == (4000, "done")
+    peer.send_frame(OP_CLOSE, close_payload(4000, "done"))
+    peer.close()
+    closer.get()
+    assert (ws.close_reason, ws.close_message) == (4000, "done")
+    assert not ws.connected
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(1000, "x" * 123), (1000, "\u00e9" * 61 + "x"), (1003,), (1007,), (1014,),
+     (3000,), (4999, "")],
+    ids=lambda v: repr(v)[:20],
+)
+def test_close_sends_allowed_codes_and_the_whole_message(harness, role, rt, args):
+    ws, peer = raw_pair(harness, role, close_timeout=WAIT)
+    closer = rt.spawn(ws.close, *args)
+    code, message = args[0], args[1] if len(args) > 1 else None
+    assert read_close(peer) == (code, message or "")
+    peer.send_frame(OP_CLOSE, close_payload(code, message or ""))
+    peer.close()
+    closer.get()
+    assert (ws.close_reason, ws.close_message) == (code, message)
+
+
+def test_ping_payload_checked_before_it_is_registered(harness, role):
+    ws, peer = raw_pair(harness, role)
+    with pytest.raises(ValueError, match="125"):
+        ws.ping(b"x" * 126, timeout=WAIT)
+    with pytest.raises(ValueError, match="125"):
+        ws.ping("\u00e9" * 63, timeout=WAIT)  # 126 bytes of UTF-8
+    with pytest.raises(TypeError):
+        ws.ping(5, timeout=WAIT)  # not 5 zero bytes
+    assert not ws._pings  # no stale entry waits for a pong
+    assert ws.connected
+    for data, wire in [("\u00e9\u2713", "\u00e9\u2713".encode()),
+                       (b"y" * 125, b"y" * 125),
+                       (memoryview(b"abcdef")[::2], b"ace")]:
+        task = harness.rt.spawn(ws.ping, data, timeout=WAIT)
+        assert peer.read_frame()[2:] == (OP_PING, wire)
+        peer.send_frame(OP_PONG, wire)
+        assert task.get() > 0
+    assert not ws._pings
+
+
+class RacingPings(dict):
+    """Pings waiting for their pong, arranged so that a ping()'s time runs
+    out exactly while the reader handles that ping's pong: ``_pong()`` is
+    held up right after it has listed the waiting pings, until ping() has
+    given up (and taken its entry away)."""
+
+    def __init__(self, rt):
+        super().__init__()
+        self.rt = rt
+        self.pong_seen = False
+        self.timed_out = False
+
+    def __setitem__(self, payload, entry):  # ping() registers its entry
+        entry[0] = _TimesOutOnPong(self)
+        super().__setitem__(payload, entry)
+
+    def __iter__(self):  # _pong() lists the waiting pings
+        keys = list(super().__iter__())
+        self.pong_seen = True
+        assert self.rt.wait_until(lambda: self.timed_out)
+        return iter(keys)
+
+
+class _TimesOutOnPong:
+    """ping()'s waiter: its time runs out as soon as the pong is seen."""
+
+    def __init__(self, pings):
+        self.pings = pings
+
+    def wait(self, timeout=None):
+        assert self.pings.rt.wait_until(lambda: self.pings.pong_seen)
+        return False
+
+    def set(self):
+        pass
+
+
+def test_pong_racing_a_ping_timeout_unit(rt):
+    """The reader's ``_pong()`` finds the entries it listed gone."""
+    ws = greenws.Client.__new__(greenws.Client)
+    ws._pings = pings = RacingPings(rt)
+    earlier = [threading.Event(), time.monotonic(), None]
+    dict.__setitem__(pings, b"earlier", earlier)
+    dict.__setitem__(pings, b"late", [threading.Event(), time.monotonic(), None])
+    later = [threading.Event(), time.monotonic(), None]
+    dict.__setitem__(pings, b"later", later)
+
+    def give_up():  # what ping() does when its time runs out
+        assert rt.wait_until(lambda: pings.pong_seen)
+        pings.pop(b"late", None)
+        pings.timed_out = True
+
+    task = rt.spawn(give_up)
+    ws._pong(b"late")
+    task.get()
+    assert earlier[0].is_set() and earlier[2] is not None  # answered too
+    assert list(dict.keys(pings)) == [b"later"] and not later[0].is_set()
+
+
+def _websockets_peer(harness, role, rt):
+    """(greenws object in ``role``, a function returning the close code the
+    peer saw) with a `websockets` echo peer on the other side."""
+    from websockets.sync.client import connect
+    from websockets.sync.server import serve
+
+    if role == "server":
+        listener = harness.listener()
+        port = listener.getsockname()[1]
+
+        def client():
+            with connect(f"ws://127.0.0.1:{port}/", open_timeout=WAIT) as peer:
+                for message in peer:
+                    peer.send(message)
+                return peer.close_code
+
+        task = rt.spawn_thread(client)
+        ws = harness.accept_server(listener, close_timeout=WAIT)
+        return ws, task.get
+
+    codes = []
+
+    def echo(peer):
+        for message in peer:
+            peer.send(message)
+        codes.append(peer.close_code)
+
+    server = serve(echo, "127.0.0.1", 0)
+    serving = rt.spawn_thread(server.serve_forever)
+    ws = greenws.Client.connect(
+        f"ws://127.0.0.1:{server.socket.getsockname()[1]}/",
+        preset=rt.preset, close_timeout=WAIT,
+    )
+    harness.connections.append(ws)
+
+    def stop():
+        assert rt.wait_until(lambda: codes)
+        server.shutdown()
+        serving.get()
+        return codes[0]
+
+    return ws, stop
+
+
+def test_pong_arriving_as_ping_times_out_keeps_the_connection(harness, role, rt):
+    """A real peer answers at once; the pong is handled just as ping() gives
+    up.  ping() raises TimeoutError, the connection goes on (before, the
+    reader died on a KeyError and the connection ended with 1006)."""
+    ws, peer_result = _websockets_peer(harness, role, rt)
+    ws._pings = pings = RacingPings(rt)
+    with pytest.raises(TimeoutError):
+        ws.ping(b"late", timeout=WAIT)
+    assert pings.pong_seen
+    pings.timed_out = True  # the reader goes on handling the pong
+    ws.send("still there?")
+    assert ws.receive(timeout=WAIT) == "still there?"
+    assert ws.connected
+    ws._pings = {}
+    assert ws.ping(timeout=WAIT) > 0
+    ws.close()
+    assert ws.close_reason == 1000
+    assert peer_result() == 1000
+
+
+class GatedQueue(list):
+    """A receive queue that holds the first two receivers who find it not
+    empty until both have: both then go for the same one message."""
+
+    def __init__(self, rt):
+        super().__init__()
+        self.rt = rt
+        self.arrived = 0
+
+    def __bool__(self):
+        full = len(self) > 0
+        if full and self.arrived < 2:
+            self.arrived += 1
+            self.rt.wait_until(lambda: self.arrived >= 2)
+        return full
+
+
+def test_two_receivers_racing_for_the_last_message(ws_pair, role, rt):
+    a, b = pick(ws_pair(), role)
+    a._queue = GatedQueue(rt)
+    receivers = [rt.spawn(a.receive, WAIT) for _ in range(2)]
+    b.send("one")
+    assert rt.wait_until(lambda: any(task.ready() for task in receivers))
+    assert a._queue.arrived == 2  # the race did happen
+    b.send("two")
+    # Before, one of them got IndexError.
+    assert sorted(task.get() for task in receivers) == ["one", "two"]
+    assert a.connected
+
+
+def test_many_receivers_each_message_once_in_order(ws_pair, role, rt):
+    a, b = pick(ws_pair(), role)
+    receivers, total = 12, 3000
+
+    def receive_all():
+        got = []
+        while True:
+            message = a.receive(timeout=WAIT)
+            if message == "end":
+                return got
+            got.append(int(message))
+
+    tasks = [rt.spawn(receive_all) for _ in range(receivers)]
+    sender = rt.spawn(lambda: [b.send(str(i)) for i in range(total)])
+    sender.get()
+    for _ in range(receivers):
+        b.send("end")
+    results = [task.get() for task in tasks]
+    for got in results:
+        assert got == sorted(got)
+    assert sorted(sum(results, [])) == list(range(total))
+
+
+def _drain(sock, n):
+    """Read and drop ``n`` bytes without keeping them (no allocation)."""
+    buf = bytearray(256 * 1024)
+    while n > 0:
+        got = sock.recv_into(buf, min(n, len(buf)))
+        if not got:
+            raise EOFError
+        n -= got
+
+
+@pytest.mark.parametrize("kind", ["bytearray", "memoryview"])
+def test_send_binary_without_copying_it(harness, role, rt, kind):
+    """A 16 MiB bytearray or memoryview is framed where it is: the memory
+    send() allocates is the masked frame of a client (which cannot be
+    avoided) or next to nothing on a server; before, a copy came on top."""
+    ws, peer = raw_pair(harness, role)
+    size = 16 * 1024 * 1024
+    buffer = bytearray(os.urandom(size))
+    data = buffer if kind == "bytearray" else memoryview(buffer)
+    peer.sock.settimeout(WAIT)
+    header = 10 + (4 if role == "client" else 0)  # 64-bit length (and mask)
+    drain = rt.spawn(_drain, peer.sock, size + header)
+    tracemalloc.start()
+    try:
+        ws.send(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    drain.get()
+    unavoidable = size if role == "client" else 0
+    assert peak - unavoidable < size // 4, peak
+    if kind == "memoryview":
+        data.release()
+    buffer.extend(b"!")  # send() left no view of it behind
+    ws.send(buffer[-1000:])
+    assert peer.read_frame()[2:] == (OP_BINARY, bytes(buffer[-1000:]))
+
+
+@pytest.mark.parametrize(
+    "view, expected",
+    [
+        (memoryview(array.array("i", range(100))), array.array("i", range(100))),
+        (memoryview(array.array("d", [0.5] * 20000)), array.array("d", [0.5] * 20000)),
+        (memoryview(bytearray(b"abcd")).cast("B", (2, 2)), b"abcd"),
+        (memoryview(b"abcdef")[::2], b"ace"),
+        (memoryview(bytes(range(256)) * 400)[::-3], (bytes(range(256)) * 400)[::-3]),
+        (memoryview(b"x" * 70000)[5:], b"x" * 69995),
+    ],
+    ids=["int-array", "large-double-array", "2d", "strided", "large-strided",
+         "large-slice"],
+)
+def test_send_memoryview_of_any_shape(ws_pair, role, view, expected):
+    """Every byte of the view, in memory order, whatever its format,
+    dimensions or strides."""
+    a, b = pick(ws_pair(), role)
+    a.send(view)
+    assert b.receive(timeout=WAIT) == bytes(expected)
+
+
+def test_with_statement_keeps_the_static_type(tmp_path):
+    """``with Client.connect(url) as ws``: mypy sees a Client, not a Base."""
+    pytest.importorskip("mypy")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(
+        "import greenws\n"
+        "def f(environ: 'dict[str, object]') -> None:\n"
+        "    with greenws.Client.connect('ws://127.0.0.1/') as client:\n"
+        "        reveal_type(client)\n"
+        "    with greenws.Server.accept(environ) as server:\n"
+        "        reveal_type(server)\n"
+    )
+    root = Path(greenws.__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "--follow-imports=silent",
+         "--cache-dir", str(tmp_path / "cache"), str(snippet)],
+        capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
+        env=dict(os.environ, MYPYPATH=str(root)),
+    )
+    revealed = [line.split("Revealed type is ")[1] for line in
+                result.stdout.splitlines() if "Revealed type is" in line]
+    assert revealed == ['"greenws.client.Client"', '"greenws.server.Server"'], (
+        result.stdout
+    )
+    assert result.returncode == 0, result.stdout

@@ -55,9 +55,15 @@ def stop_and_check(server: HostedServer) -> None:
 # --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["werkzeug", "gunicorn-gevent"])
+@pytest.fixture(
+    scope="module", params=["werkzeug", "gunicorn-gevent", "werkzeug-late-install"]
+)
 def flask_server(request):
-    server = HostedServer(request.param, module="flasksock_app")
+    """The app served by each host; "-late-install": flask_sock was imported
+    before greenws.compat.install()."""
+    kind, late, _ = request.param.partition("-late-install")
+    env = {"GREENWS_LATE_INSTALL": "1"} if late else None
+    server = HostedServer(kind, env, module="flasksock_app")
     try:
         yield server
     finally:
@@ -156,6 +162,8 @@ SOCKETIO_SETUPS = {
     "threading-werkzeug": ("werkzeug", "threading", "werkzeug"),
     "threading-gunicorn-gthread": ("gunicorn-gthread", "threading", "gunicorn"),
     "gevent-gunicorn-gevent": ("gunicorn-gevent", "gevent", "gunicorn"),
+    # engineio's driver imported before greenws.compat.install()
+    "threading-werkzeug-late-install": ("werkzeug", "threading", "werkzeug"),
 }
 
 
@@ -164,7 +172,10 @@ def test_socketio_over_greenws(setup):
     import socketio
 
     kind, async_mode, mode = SOCKETIO_SETUPS[setup]
-    server = HostedServer(kind, {"SIO_ASYNC_MODE": async_mode}, module="socketio_app")
+    env = {"SIO_ASYNC_MODE": async_mode}
+    if setup.endswith("-late-install"):
+        env["GREENWS_LATE_INSTALL"] = "1"
+    server = HostedServer(kind, env, module="socketio_app")
     client = socketio.Client(reconnection=False)
     try:
         before = get_json(server, "/which")

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import WAIT
+from conftest import WAIT, pick
 
 import greenws
 
@@ -43,3 +43,17 @@ def test_silent_by_default():
     )
     assert result.returncode == 0
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("code", [3000, 4000, 4999])
+def test_application_close_codes_are_logged_at_debug(ws_pair, role, code, caplog):
+    """3000-4999 are the application's own ends, not abnormal ones."""
+    caplog.set_level(logging.DEBUG, logger="greenws")
+    a, b = pick(ws_pair(), role)
+    a.close(code, "app done")
+    with pytest.raises(greenws.ConnectionClosed):
+        b.receive(timeout=WAIT)
+    b.close()
+    closed = [r for r in caplog.records if f"{code} app done" in r.getMessage()]
+    assert len(closed) == 2  # both sides
+    assert all(r.levelno == logging.DEBUG for r in closed)

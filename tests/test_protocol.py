@@ -157,26 +157,30 @@ def test_send_produces_frames_the_peer_understands():
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 65537, 1 << 20])
 def test_send_message_bytes_equal_wsprotos(side, size):
     """The fast frame builder writes what wsproto would, and a large unmasked
-    frame comes as (header with the payload's start, view of the rest)."""
+    frame comes as (header with the payload's start, view of the rest), for
+    bytes, bytearray and memoryview alike."""
     ours = server_protocol() if side == "server" else client_protocol()
     peer = Connection(
         ConnectionType.CLIENT if side == "server" else ConnectionType.SERVER
     )
     payload = os.urandom(size)
-    for message in (payload, "\u20ac" * (size // 3)):
+    buffer = bytearray(payload)
+    for message in (payload, buffer, memoryview(buffer), "\u20ac" * (size // 3)):
         wire = ours.send_message(message)
-        encoded = message.encode() if isinstance(message, str) else message
+        encoded = message.encode() if isinstance(message, str) else bytes(message)
         if side == "server" and len(encoded) > 65536:
             head, rest = wire
             assert isinstance(rest, memoryview)
-            assert rest.obj is message or isinstance(message, str)  # no copy
+            owner = message.obj if isinstance(message, memoryview) else message
+            assert rest.obj is owner or isinstance(message, str)  # no copy
             assert len(head) == 10 + 65536
             wire = head + bytes(rest)
         else:
             assert isinstance(wire, bytes)
         if side == "server":
             kind = TextMessage if isinstance(message, str) else BytesMessage
-            assert wire == Connection(ConnectionType.SERVER).send(kind(data=message))
+            data = message if isinstance(message, str) else encoded
+            assert wire == Connection(ConnectionType.SERVER).send(kind(data=data))
         peer.receive_data(wire)
         (event,) = peer.events()
         assert event.data == message

@@ -9,16 +9,24 @@ Routes:
   /close?code=N&reason=R    WebSocket: close with that code after one message
   /which                    HTTP: JSON naming the classes flask-sock really uses
 
+With ``$GREENWS_LATE_INSTALL`` set, flask_sock is imported (with the real
+simple-websocket) before install(), which must still switch it over.
+
 Run on werkzeug with ``python flasksock_app.py PORT``; gunicorn imports
 ``flasksock_app:app``.
 """
 
-import greenws.compat
+import os
+import sys
+
+if os.environ.get("GREENWS_LATE_INSTALL"):
+    import flask_sock  # noqa: F401
+
+import greenws.compat  # noqa: E402
 
 greenws.compat.install()  # before flask_sock imports simple_websocket
 
 import json  # noqa: E402
-import sys  # noqa: E402
 
 import flask_sock  # noqa: E402
 from flask import Flask, request  # noqa: E402

@@ -9,6 +9,9 @@ Socket.IO events:
 HTTP:
   /which       JSON from :func:`which` (outside of any WebSocket)
 
+With ``$GREENWS_LATE_INSTALL`` set, engineio's driver is imported (with the
+real simple-websocket) before install(), which must still switch it over.
+
 Run on werkzeug with ``python socketio_app.py PORT``; gunicorn imports
 ``socketio_app:app``.
 """
@@ -16,7 +19,10 @@ Run on werkzeug with ``python socketio_app.py PORT``; gunicorn imports
 import os
 import sys
 
-import greenws.compat
+if os.environ.get("GREENWS_LATE_INSTALL"):
+    import engineio.async_drivers._websocket_wsgi  # noqa: F401
+
+import greenws.compat  # noqa: E402
 
 greenws.compat.install()  # before engineio imports simple_websocket
 
