@@ -4,7 +4,11 @@ Reading feeds :class:`~greenws.protocol.Protocol`, answers pings and closes,
 and puts whole messages in a bounded queue that :meth:`Base.receive` drains;
 who reads depends on the preset (see "reading" below).  Every write (user
 messages, pongs, pings, Close frames) goes through one lock and is sent whole,
-so frames never interleave and are never cut short.
+so frames never interleave; pings and pongs go between the fragments of a
+large message instead of waiting for all of it (see "writing" below).  A
+write that is cut short -- by an error, or by a gevent/eventlet Timeout, a
+kill or KeyboardInterrupt -- drops the connection at once (1006): nothing
+may follow part of a frame on the wire.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ DEFAULT_MAX_QUEUE = 16
 
 # Close reason when keepalive gives up on the peer.
 _KEEPALIVE_TIMEOUT = "keepalive ping timeout"
+
+# Pongs (and pings) waiting for the write lock beyond which a new pong
+# replaces the last one instead of queueing.
+_MAX_CONTROLS = 16
 
 # Largest single read when a big frame is arriving.
 _MAX_READ = 256 * 1024
@@ -123,6 +131,7 @@ class Base:
         "_space_event",
         "_closed_event",
         "_write_lock",
+        "_controls",
         "_pings",
         "_closing",
         "_done",
@@ -216,6 +225,8 @@ class Base:
         self._message_event = event_class()
         self._closed_event = event_class()
         self._write_lock = self.preset["lock_class"]()
+        # Pings and pongs waiting for the write lock's holder (see _send_controls).
+        self._controls: Optional[List[List[Any]]] = None
         # payload -> [waiter or None, time sent, round-trip time once answered]
         self._pings: Dict[bytes, List[Any]] = {}
         self._closing = False
@@ -400,10 +411,18 @@ class Base:
         self._wait_closed(self.close_timeout)
 
     def _wait_closed(self, timeout: float) -> None:
-        """Wait for the closing handshake; past ``timeout``, drop TCP."""
-        if not self._closed_event.wait(timeout):
-            self._abort()
-            self._closed_event.wait(self.close_timeout)
+        """Wait for the closing handshake; past ``timeout``, drop TCP.
+
+        However the wait ends (even interrupted), the connection is finished
+        when this returns: in hub mode the caller may hand the socket back
+        to a server that closes it, and no watcher may outlive it.
+        """
+        try:
+            if not self._closed_event.wait(timeout):
+                self._abort()
+                self._closed_event.wait(self.close_timeout)
+        finally:
+            self._finish()
         self._join()
 
     def choose_subprotocol(self, request: Any) -> Optional[str]:
@@ -455,43 +474,200 @@ class Base:
 
         With ``timeout``, a peer that cannot take the frame in that time (the
         lock is held by a stuck send, or the socket buffer stays full) gets
-        the connection aborted instead of blocking the caller for ever.
+        the connection aborted instead of blocking the caller for ever.  A
+        ping never waits for a whole message (see :meth:`_send_ping`).
         """
+        if type(event) is Ping:
+            return self._send_ping(event, timeout)
         lock = self._write_lock
         if timeout is None:
             lock.acquire()
         elif not lock.acquire(timeout=timeout):
-            self._abort()
+            self._drop()  # the holder's send fails, and it lets go
             return False
         try:
             if self._done and not closing:
                 return False
+            # From here on, whatever stops the write leaves the peer with an
+            # unknown part of the frame (and the compressor or wsproto with a
+            # message the peer never got): the connection is dropped.
             try:
                 if isinstance(event, (str, bytes, bytearray, memoryview)):
                     data = self._protocol.send_message(event)
                 else:
                     data = self._protocol.send(event)
-            except LocalProtocolError:
-                return False
-            if timeout is not None and not self._ready(selectors.EVENT_WRITE, timeout):
-                self._abort()
-                return False
-            try:
-                if type(data) is tuple:
+                if timeout is not None and not self._ready(
+                    selectors.EVENT_WRITE, timeout
+                ):
+                    self._drop()
+                    return False
+                if self._controls:
+                    self._send_controls()  # pongs for pings read before
+                if type(data) is bytes:
+                    _send_whole(self.sock, data)
+                elif type(data) is tuple:
                     for piece in data:
                         _send_whole(self.sock, piece)
                 else:
-                    _send_whole(self.sock, data)
+                    self._send_fragments(data)
+            except LocalProtocolError:
+                return False
             except (OSError, ValueError):
                 # The peer is gone (or the socket was closed under us).
-                if not self._closing:
-                    self.close_reason = ABNORMAL
-                self.connected = False
-                self._abort()
+                self._drop()
                 return False
+            except BaseException:
+                # Interrupted (gevent/eventlet Timeout, kill, KeyboardInterrupt).
+                self._drop()
+                raise
             return True
         finally:
             lock.release()
+            if self._controls:
+                self._flush_controls()  # queued after the last fragment
+
+    def _send_fragments(self, frames: Any) -> None:
+        """Send a large message's fragments (write lock held), and between
+        them the pings and pongs that came meanwhile."""
+        sock = self.sock
+        for frame in frames:
+            if self._controls:
+                self._send_controls()
+            if type(frame) is tuple:
+                for piece in frame:
+                    _send_whole(sock, piece)
+            else:
+                _send_whole(sock, frame)
+
+    # Control frames.  A ping or pong never waits for the write lock: when it
+    # is taken it goes in _controls, as [frame, event set once sent or None,
+    # ping payload or None, time sent or None], and whoever holds the lock
+    # sends it before the next fragment or after releasing the lock.  So
+    # neither the reader (answering a ping) nor keepalive waits behind a long
+    # message, and a slow peer cannot stall the reader through our own send.
+
+    def _send_controls(self) -> None:
+        """Send the queued control frames (write lock held)."""
+        controls = self._controls
+        while controls:
+            item = controls.pop(0)
+            try:
+                _send_whole(self.sock, item[0])
+                item[3] = now = time.monotonic()
+                if item[2] is not None:
+                    entry = self._pings.get(item[2])
+                    if entry is not None:
+                        entry[1] = now  # round trips count from here
+            finally:
+                if item[1] is not None:
+                    item[1].set()
+
+    def _flush_controls(self) -> None:
+        """Send the queued control frames unless someone holds the lock.
+
+        The holder looks at the queue again after releasing the lock, so a
+        frame queued while it was held is never left behind.
+        """
+        lock = self._write_lock
+        while self._controls and lock.acquire(False):
+            try:
+                if self._done:
+                    return
+                self._send_controls()
+            except (OSError, ValueError):
+                self._drop()
+            except BaseException:
+                self._drop()  # interrupted inside a frame
+                raise
+            finally:
+                lock.release()
+
+    def _queue_pong(self, payload: bytes) -> bool:
+        """Queue a pong for ``payload``; False if none may be sent any more.
+
+        The reader then sends it with :meth:`_flush_controls`, which never
+        waits for the lock (only for the socket, when the peer does not read
+        its pongs: TCP then pushes back on its pings).
+        """
+        try:
+            frame = self._protocol.send(Pong(payload=payload))
+        except LocalProtocolError:
+            return False  # our Close is out: no more pongs
+        controls = self._controls
+        if controls is None:
+            controls = self._controls = []
+        if len(controls) >= _MAX_CONTROLS:
+            last = controls[-1]
+            if last[1] is None and last[2] is None:
+                # A flood of pings while a long write holds the lock: only
+                # the latest needs an answer (RFC 6455 5.5.3).
+                last[0] = frame
+                return True
+        controls.append([frame, None, None, None])
+        return True
+
+    def _send_ping(self, event: Ping, timeout: Optional[float]) -> bool:
+        """Send a ping now, or between two fragments of the message going out.
+
+        Returns False when the connection is gone, or when the ping could not
+        leave within ``timeout`` (what that means is the caller's to say).
+        The ping's entry in _pings gets the time it actually left.
+        """
+        try:
+            frame = self._protocol.send(event)
+        except LocalProtocolError:
+            return False
+        item: List[Any] = [frame, None, bytes(event.payload), None]
+        lock = self._write_lock
+        if lock.acquire(False):
+            try:
+                if self._done:
+                    return False
+                if timeout is not None and not self._ready(
+                    selectors.EVENT_WRITE, timeout
+                ):
+                    return False
+                if self._controls is None:
+                    self._controls = []
+                self._controls.append(item)
+                self._send_controls()
+            except (OSError, ValueError):
+                self._drop()
+                return False
+            except BaseException:
+                self._drop()
+                raise
+            finally:
+                lock.release()
+                if self._controls:
+                    self._flush_controls()
+            return not self._done
+        item[1] = sent = self.event_class()
+        if self._controls is None:
+            self._controls = []
+        self._controls.append(item)
+        self._flush_controls()  # the holder may have let go meanwhile
+        try:
+            sent.wait(timeout)
+        finally:
+            if item[3] is None:
+                try:
+                    self._controls.remove(item)  # too late: not at all
+                except ValueError:
+                    pass  # being sent
+        return item[3] is not None and not self._done
+
+    def _drop(self) -> None:
+        """End the connection now: a write failed or was cut short.
+
+        Part of a frame may be on the wire, so nothing else may be sent; in
+        hub mode, the watcher must not outlive the call, which may return
+        to a server that closes the socket next.
+        """
+        if not self._closing:
+            self.close_reason = ABNORMAL
+            self.close_message = None
+        self._finish()
 
     def _ready(self, events: int, timeout: float) -> bool:
         """Whether the socket is ready for ``events`` within ``timeout`` s.
@@ -743,38 +919,50 @@ class Base:
             payload = os.urandom(4)
             entry: List[Any] = [self.event_class(), time.monotonic(), None]
             self._pings[payload] = entry
+            # The ping may wait for the fragment going out, but must leave
+            # within ping_timeout; the pong then has ping_timeout from when
+            # the ping left (entry[1]), so a busy connection is not dead.
             if not self._write(Ping(payload=payload), timeout=timeout or None):
                 self._pings.pop(payload, None)
-                return  # the connection is gone (or was aborted by _write)
-            self._call_reader()
-            if not entry[0].wait(timeout) and not self._done:
-                self._close_with(INTERNAL_ERROR, _KEEPALIVE_TIMEOUT, send=False)
-                self._abort()
-                return
+                if self._done or self._closing:
+                    return  # the connection is gone, or going
+            else:
+                self._call_reader()
+                left = max(entry[1] + timeout - time.monotonic(), 0.0)
+                if entry[0].wait(left) or self._done:
+                    continue
+            self._close_with(INTERNAL_ERROR, _KEEPALIVE_TIMEOUT, send=False)
+            self._finish()
+            return
 
     def _handle(self, actions: Any) -> bool:
-        """Act on what the protocol reported; False when reading must stop."""
+        """Act on what the protocol reported; False when reading must stop.
+
+        Nothing here waits until every message is queued: pongs are queued
+        in order with them (any later write sends them first) and sent
+        after, so a gevent/eventlet Timeout or a kill that interrupts the
+        wait loses nothing that was read.
+        """
+        pong = False
         for kind, value in actions:
             if kind == MESSAGE:
                 if not self._closing:
                     self._queue.append(value)
                     self._message_event.set()
             elif kind == PING:
-                # With keepalive on, a peer that stops reading while it makes
-                # us answer pings is as dead as one that stops answering: the
-                # pong gets ping_timeout to go out.
-                timeout = self.ping_timeout if self.ping_interval else None
-                if not self._write(Pong(payload=value), timeout=timeout) and timeout:
-                    self._close_with(INTERNAL_ERROR, _KEEPALIVE_TIMEOUT, send=False)
-                    return False
+                pong = self._queue_pong(value) or pong
             elif kind == PONG:
                 self._pong(value)
-            elif kind == CLOSE:
-                self._peer_closed(*value)
+            elif kind == CLOSE or kind == FAIL:  # always the last action
+                if pong:
+                    self._flush_controls()
+                if kind == CLOSE:
+                    self._peer_closed(*value)
+                else:
+                    self._close_with(*value)
                 return False
-            elif kind == FAIL:
-                self._close_with(*value)
-                return False
+        if pong:
+            self._flush_controls()
         return True
 
     def _pong(self, payload: bytes) -> None:
@@ -796,11 +984,17 @@ class Base:
         self._close_with(code, reason)  # echo the peer's Close (RFC 6455 5.5.1)
         if not self._owns_socket or self._is_server:
             return  # the server closes the TCP connection first
-        # The client waits (briefly) for the server to close TCP.
+        # The client waits (close_timeout at most, however much the server
+        # still sends) for the server to close TCP.
+        deadline = time.monotonic() + self.close_timeout
         try:
-            self.sock.settimeout(self.close_timeout)
-            while self.sock.recv(4096):
-                pass
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.sock.settimeout(remaining)
+                if not self.sock.recv(65536):
+                    break
         except (OSError, ValueError):
             pass
 
@@ -884,6 +1078,9 @@ class Base:
         for entry in list(self._pings.values()):
             if entry[0] is not None:
                 entry[0].set()
+        for item in self._controls or ():
+            if item[1] is not None:
+                item[1].set()  # a ping that will never leave
         self._closed_event.set()
 
     def _join(self) -> None:

@@ -192,7 +192,17 @@ def _make_gevent() -> Preset:
                 timer.close()
 
         def close(self) -> None:
-            self._io.close()
+            # Stop watching now, even while a greenlet waits in wait(): the
+            # socket may be closed next (gevent.pywsgi closes it behind
+            # gevent's back when the application returns), and libev aborts
+            # the process when it updates a watcher of a closed fd.  The
+            # waiter is woken as if data had come, and finds the connection
+            # over.
+            io = self._io
+            waiter, args = io.callback, io.args
+            io.close()
+            if waiter is not None:
+                self._hub.loop.run_callback(waiter, *(args or ()))
 
     return Preset(
         "gevent",
@@ -213,6 +223,7 @@ def _make_eventlet() -> Preset:
     import eventlet.green.ssl
     import eventlet.hubs
     import eventlet.patcher
+    import greenlet
 
     class EventletThread:
         """A green thread with the ``threading.Thread`` constructor and methods."""
@@ -397,11 +408,12 @@ def _make_eventlet() -> Preset:
     class EventletReadiness:
         """A hub read listener, used as a callback or waited on."""
 
-        __slots__ = ("_fd", "_listener")
+        __slots__ = ("_fd", "_listener", "_waiter")
 
         def __init__(self, sock: Any) -> None:
             self._fd: int = sock.fileno()
             self._listener: Any = None
+            self._waiter: Any = None  # the green thread in wait(), if any
 
         def arm(self, callback: Callable[[], None]) -> None:
             hub = eventlet.hubs.get_hub()
@@ -414,25 +426,43 @@ def _make_eventlet() -> Preset:
             if listener is not None:
                 eventlet.hubs.get_hub().remove(listener)
 
-        def fileno(self) -> int:
-            return self._fd
-
         def wait(self, timeout: Optional[float]) -> bool:
             if timeout is not None and timeout <= 0:
                 return _readable_now(self._fd, poll)
+            # What trampoline() does, except that close() can wake us: a
+            # socket closed meanwhile would otherwise leave us parked.
+            hub = eventlet.hubs.get_hub()
+            current = greenlet.getcurrent()
+            timer = None
+            if timeout is not None:
+                timer = hub.schedule_call_global(timeout, current.throw, _Timeout)
+            listener = hub.add(
+                hub.READ, self._fd, current.switch, current.throw, _ignore
+            )
+            self._waiter = current
             try:
-                # trampoline() takes an int too, but finds out by catching
-                # AttributeError from fd.fileno(); that exception keeps a
-                # frame object (~280 bytes) alive while the greenlet parks.
-                eventlet.hubs.trampoline(
-                    self, read=True, timeout=timeout, timeout_exc=_Timeout
-                )
+                hub.switch()
+                return True
             except _Timeout:
                 return False
-            return True
+            finally:
+                self._waiter = None
+                hub.remove(listener)
+                if timer is not None:
+                    timer.cancel()
+
+        def _wake(self, waiter: Any) -> None:
+            if self._waiter is waiter:  # still parked in wait()
+                waiter.switch()
 
         def close(self) -> None:
             self.disarm()
+            # A green thread in wait() is woken as if data had come, and
+            # finds the connection over.
+            if self._waiter is not None:
+                eventlet.hubs.get_hub().schedule_call_global(
+                    0, self._wake, self._waiter
+                )
 
     return Preset(
         "eventlet",

@@ -6,7 +6,8 @@ reassembles fragmented messages, enforces ``max_message_size`` while a message
 is still arriving, and turns wsproto's events into the few things the I/O loop
 acts on.  It never touches a socket, a thread or a clock.
 
-Fast path.  Nearly all traffic is single-frame text or binary messages.
+Fast path.  Nearly all traffic is single-frame text or binary messages
+(and, from greenws peers, binary messages over 1 MiB in 1 MiB fragments).
 wsproto spends most of its time on per-frame objects (enums, named tuples,
 events, incremental decoders), so for exactly that case -- and only while
 wsproto sits between two messages -- :class:`Protocol` parses and builds
@@ -14,7 +15,7 @@ frames itself.  With greenws's permessage-deflate negotiated that includes
 compressed frames under 64 KiB, each inflated or deflated in one call (see
 :class:`~greenws.compression.BoundedDeflate`); browsers always offer the
 extension, so this is their common case.  Anything else (control frames,
-fragments, other extensions, reserved bits, non-minimal lengths, bad UTF-8 or
+other fragments, other extensions, reserved bits, non-minimal lengths, bad UTF-8 or
 zlib data, oversized messages) is handed to wsproto unchanged, from a frame
 boundary, so wsproto stays the one judge of what is valid and which close
 code an error gets.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
@@ -59,6 +60,7 @@ NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 NO_STATUS = 1005
 ABNORMAL = 1006
+PROTOCOL_ERROR = 1002
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
 
@@ -81,12 +83,18 @@ _BIG = 64 * 1024
 _TOO_BIG = "message too big"
 # The first byte's "compressed" bit (permessage-deflate, RFC 7692).
 _RSV1 = 0x40
+# Messages larger than this go out in fragments of this size, so that pings
+# and pongs can be sent between them instead of waiting for the whole message.
+_FRAGMENT = 1024 * 1024
 Message = Union[str, bytes]
 #: Binary data send_message() takes.
 Binary = Union[bytes, bytearray, memoryview]
-#: What send_message() returns: the frame, or for a large unmasked frame its
-#: first bytes and a view of the rest of the payload, to be sent in order.
-Wire = Union[bytes, Tuple[bytes, memoryview]]
+#: One frame: its bytes, or for a large unmasked frame its first bytes and a
+#: view of the rest of the payload, to be sent in order.
+Frame = Union[bytes, Tuple[bytes, memoryview]]
+#: What send_message() returns: one frame, or for a message over _FRAGMENT
+#: bytes, an iterator that builds its fragments one at a time.
+Wire = Union[Frame, Iterator[Frame]]
 # What a held part of an incomplete frame can be (see Protocol._hold).
 _Held = Union[bytes, bytearray, memoryview]
 
@@ -103,6 +111,7 @@ class Protocol:
         "_client",
         "_held",
         "_big",
+        "_frag",
         "_wsproto_busy",
         "_deflate",
         "wanted",
@@ -123,10 +132,13 @@ class Protocol:
         # The received part of a fast-path frame that has not fully arrived,
         # as the reads brought it (see _hold).
         self._held: List[_Held] = []
-        # The masking key (b"" if unmasked) of a held large binary frame
-        # whose header is held[0] and payload the rest (see _keep); large
-        # text frames never get here, they go to wsproto.
-        self._big: Optional[bytes] = None
+        # (first byte, masking key or b"") of a held large binary frame or
+        # fragment whose header is held[0] and payload the rest (see _keep);
+        # large text frames never get here, they go to wsproto.
+        self._big: Optional[Tuple[int, bytes]] = None
+        # The fragments so far of a binary message arriving in fragments
+        # (_size counts their bytes), or None.
+        self._frag: Optional[List[bytes]] = None
         # permessage-deflate, when negotiated with greenws's own extension
         # (the only one the fast path knows how to apply).
         extensions = conn._proto.extensions
@@ -159,7 +171,9 @@ class Protocol:
         permessage-deflate is on, the frame is built here, which is much
         cheaper.
         A large frame that needs no mask comes in two pieces (see
-        :data:`Wire`), so that its payload is not copied.
+        :data:`Frame`), so that its payload is not copied.  A message over
+        1 MiB comes as an iterator of 1 MiB fragments (RFC 6455 5.4), built
+        as they are sent: control frames may go between them.
         """
         conn = self._conn
         if conn.state is not ConnectionState.OPEN:
@@ -177,10 +191,16 @@ class Protocol:
                 payload = data
                 first = 0x82
             if deflate is None:
+                if len(payload) > _FRAGMENT:
+                    return _fragments(first, payload, self._client)
                 return _frame(first, payload, self._client)
             squeezed = deflate.deflate_whole(payload, self._client)
             if squeezed is not None:
+                if len(squeezed) > _FRAGMENT:
+                    return _fragments(first | _RSV1, squeezed, self._client)
                 return _frame(first | _RSV1, squeezed, self._client)
+        if len(data) > _FRAGMENT:
+            return self._wsproto_fragments(data)
         event: Event = (
             TextMessage(data=data)
             if isinstance(data, str)
@@ -188,6 +208,23 @@ class Protocol:
             else BytesMessage(data=data)  # type: ignore[arg-type]
         )
         return conn.send(event)
+
+    def _wsproto_fragments(self, data: Union[str, Binary]) -> Iterator[Frame]:
+        """wsproto's frames for a large message, _FRAGMENT bytes (or, for
+        text, characters) of it at a time; wsproto's extensions (say
+        permessage-deflate with context takeover) see one message."""
+        conn = self._conn
+        text = isinstance(data, str)
+        end = len(data)
+        for start in range(0, end, _FRAGMENT):
+            part = data[start : start + _FRAGMENT]
+            last = start + _FRAGMENT >= end
+            event: Event = (
+                TextMessage(data=part, message_finished=last)  # type: ignore[arg-type]
+                if text
+                else BytesMessage(data=part, message_finished=last)  # type: ignore[arg-type]
+            )
+            yield conn.send(event)
 
     def receive_data(self, data: bytes) -> List[Action]:
         """Feed bytes from the peer; return what they mean, in order.
@@ -206,16 +243,19 @@ class Protocol:
                 return []
             held.append(data)
             self._held = []
-            key = self._big
-            if key is not None:
+            big = self._big
+            if big is not None:
                 self._big = None
                 if len(data) == self.wanted:
                     # This read completes a large frame exactly (reads are
                     # sized to do so): one join makes the payload.
                     self.wanted = 0
                     parts = held[1:]
+                    first, key = big
                     payload = _unmask_parts(parts, key) if key else b"".join(parts)
-                    return [(MESSAGE, payload)]
+                    if first == 0x82:
+                        return [(MESSAGE, payload)]
+                    return self._fragment(first, payload, [])
             view = b"".join(held)
         else:
             view = data
@@ -233,13 +273,37 @@ class Protocol:
                 break
             first = view[pos]
             second = view[pos + 1]
+            frag = self._frag
             squeezed = first & _RSV1
             if squeezed:
-                if deflate is None:
+                if deflate is None or frag is not None:
                     break  # wsproto fails it (1002)
                 first ^= _RSV1
-            if (first != 0x81 and first != 0x82) or bool(second & 0x80) != want_mask:
+            if bool(second & 0x80) != want_mask:
                 break
+            if frag is None:
+                # A whole message, or the first fragment of a binary one.
+                if first != 0x81 and first != 0x82 and (first != 0x02 or squeezed):
+                    break
+            elif first & 0x7F:  # not a continuation
+                if not first & 0x08:
+                    self._failed = True
+                    actions.append((FAIL, (PROTOCOL_ERROR, "expected a continuation")))
+                    return actions
+                # A control frame between two fragments goes to wsproto
+                # alone (it sits between messages as far as it knows).
+                stop = pos + 2 + (4 if want_mask else 0) + (second & 0x7F)
+                if (second & 0x7F) > 125:
+                    stop = end  # invalid: wsproto says so from the header
+                if stop > end:
+                    self._keep(view, pos, stop - pos)
+                    return actions
+                actions = self._through_wsproto(bytes(view[pos:stop]), actions)
+                if actions and actions[-1][0] >= CLOSE:
+                    self._frag = None
+                    return actions
+                pos = stop
+                continue
             length = second & 0x7F
             start = pos + 2
             if length == 126:
@@ -263,8 +327,13 @@ class Protocol:
                 # wsproto's, and its hooks inflate as the frame arrives.
                 if length >= _BIG:
                     break
-            elif limit is not None and length > limit:
-                break
+            elif limit is not None and length > limit - self._size:
+                if frag is None and first != 0x02:
+                    break  # wsproto fails it
+                self._failed = True
+                self._frag = None
+                actions.append((FAIL, (MESSAGE_TOO_BIG, "message too big")))
+                return actions
             if want_mask:
                 start += 4
             stop = start + length
@@ -275,7 +344,8 @@ class Protocol:
                     break
                 if length >= _BIG:
                     self._keep(view, pos, stop - pos, start)
-                    self._big = bytes(view[start - 4 : start]) if want_mask else b""
+                    key = bytes(view[start - 4 : start]) if want_mask else b""
+                    self._big = (first, key)
                 else:
                     self._keep(view, pos, stop - pos)
                 return actions
@@ -288,6 +358,10 @@ class Protocol:
                     )
                 else:
                     payload = bytes(whole_view[start:stop])
+            if first < 0x81:  # a fragment
+                self._fragment(first, payload, actions)
+                pos = stop
+                continue
             if squeezed:
                 assert deflate is not None
                 inflated = deflate.inflate_whole(payload, self._client)
@@ -308,6 +382,25 @@ class Protocol:
             return actions
         # Not a frame the fast path handles: wsproto takes over from here.
         return self._through_wsproto(bytes(view[pos:]), actions)
+
+    def _fragment(
+        self, first: int, payload: bytes, actions: List[Action]
+    ) -> List[Action]:
+        """Add a fragment of a binary message (``first``: 0x02 the first,
+        0x00 a middle one, 0x80 the last); the whole message when it is in."""
+        if first == 0x02:
+            self._frag = [payload]
+            self._size = len(payload)
+            return actions
+        frag = self._frag
+        assert frag is not None
+        frag.append(payload)
+        self._size += len(payload)
+        if first == 0x80:
+            self._frag = None
+            self._size = 0
+            actions.append((MESSAGE, b"".join(frag)))
+        return actions
 
     def _keep(
         self, view: bytes, pos: int, frame_size: int, start: Optional[int] = None
@@ -470,7 +563,25 @@ except ImportError:  # pragma: no cover - no compiler at install time
     pass
 
 
-def _frame(first: int, payload: Binary, masked: bool) -> Wire:
+def _fragments(first: int, payload: Binary, masked: bool) -> Iterator[Frame]:
+    """The frames of one message over _FRAGMENT bytes, built one at a time
+    (a masked frame is a copy: this bounds the copies to one fragment).
+
+    ``first`` is the first frame's FIN/RSV/opcode byte; FIN is set on the
+    last frame only, the others continue the message (opcode 0).
+    """
+    with memoryview(payload) as view:
+        end = len(view)
+        byte = first & 0x7F  # FIN only on the last frame
+        for start in range(0, end, _FRAGMENT):
+            stop = start + _FRAGMENT
+            if stop >= end:
+                byte |= 0x80
+            yield _frame(byte, view[start:stop], masked)
+            byte = 0
+
+
+def _frame(first: int, payload: Binary, masked: bool) -> Frame:
     """One complete frame: ``first`` is the FIN/RSV/opcode byte."""
     n = len(payload)
     mask_bit = 0x80 if masked else 0

@@ -6,6 +6,7 @@ peers are sockets driven frame by frame by the test.
 
 import array
 import os
+import socket as std_socket
 import struct
 import sys
 import threading
@@ -1209,7 +1210,10 @@ def test_send_binary_without_copying_it(harness, role, rt, kind):
     buffer = bytearray(os.urandom(size))
     data = buffer if kind == "bytearray" else memoryview(buffer)
     peer.sock.settimeout(WAIT)
-    header = 10 + (4 if role == "client" else 0)  # 64-bit length (and mask)
+    from greenws.protocol import _FRAGMENT
+
+    # Sent as 1 MiB fragments, each with a 64-bit length (and a mask).
+    header = (10 + (4 if role == "client" else 0)) * (size // _FRAGMENT)
     drain = rt.spawn(_drain, peer.sock, size + header)
     tracemalloc.start()
     try:
@@ -1277,3 +1281,252 @@ def test_with_statement_keeps_the_static_type(tmp_path):
         result.stdout
     )
     assert result.returncode == 0, result.stdout
+
+# -- interruption and contention -----------------------------------------------
+#
+# gevent/eventlet programs interrupt calls all the time (Timeout, kill), and
+# threads get KeyboardInterrupt: an interrupted send must not leave part of a
+# frame followed by other bytes, an interrupted receive must not lose what was
+# read, and pings/pongs must not wait behind a long message.
+
+BIG = 32 << 20  # more than loopback's socket buffers hold on both sides
+
+
+def _interrupt_after(rt, seconds):
+    """A context manager that interrupts the calling task after ``seconds``:
+    gevent.Timeout, eventlet.Timeout, or (threads) KeyboardInterrupt from
+    SIGALRM.  Returns the exception type it raises."""
+    import contextlib
+    import signal
+
+    if rt.name == "gevent":
+        import gevent
+
+        return gevent.Timeout(seconds), gevent.Timeout
+    if rt.name == "eventlet":
+        import eventlet
+
+        return eventlet.Timeout(seconds), eventlet.Timeout
+
+    @contextlib.contextmanager
+    def alarm():
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    return alarm(), KeyboardInterrupt
+
+
+def _parse_frames(buf):
+    """Complete frames at the start of ``buf`` as (fin, opcode, payload),
+    and what is left (the start of a frame cut short)."""
+    frames, pos = [], 0
+    while len(buf) - pos >= 2:
+        b0, b1 = buf[pos], buf[pos + 1]
+        n, head = b1 & 0x7F, pos + 2
+        if n == 126:
+            if len(buf) - pos < 4:
+                break
+            (n,) = struct.unpack_from("!H", buf, head)
+            head += 2
+        elif n == 127:
+            if len(buf) - pos < 10:
+                break
+            (n,) = struct.unpack_from("!Q", buf, head)
+            head += 8
+        key = None
+        if b1 & 0x80:
+            key, head = bytes(buf[head : head + 4]), head + 4
+        if len(buf) < head + n:
+            break
+        payload = bytes(buf[head : head + n])
+        if key is not None and n:
+            k = int.from_bytes((key * (n // 4 + 1))[:n], "big")
+            payload = (int.from_bytes(payload, "big") ^ k).to_bytes(n, "big")
+        frames.append((bool(b0 & 0x80), b0 & 0x0F, payload))
+        pos = head + n
+    return frames, bytes(buf[pos:])
+
+
+def _everything_until_eof(peer):
+    """Everything the peer gets until the other side closes TCP."""
+    peer.sock.settimeout(WAIT)
+    data = bytearray(peer.buf)
+    while True:
+        try:
+            chunk = peer.sock.recv(1 << 20)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_interrupted_send_drops_the_connection(harness, role, rt):
+    """Interrupted in the middle of a frame, send() drops the connection
+    (1006) at once: the peer sees part of the message, then TCP closing --
+    never another frame inside the unfinished one, nor a Close."""
+    ws, peer = raw_pair(harness, role, close_timeout=1)
+    payload = os.urandom(1024) * (BIG // 1024)
+    interrupt, kind = _interrupt_after(rt, 0.3)
+    with pytest.raises(kind):
+        with interrupt:
+            ws.send(payload)  # the peer does not read: this blocks
+    assert not ws.connected
+    drained = rt.spawn(_everything_until_eof, peer)
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.send(b"B" * 10)
+    assert closed.value.reason == 1006
+    ws.close()  # nothing to do: already over
+    assert ws.close_reason == 1006
+    frames, rest = _parse_frames(drained.get())
+    # Whole fragments of the message, then part of the next one (if the
+    # interruption did not fall between two), then EOF.
+    assert frames and all(not fin for fin, _, _ in frames)
+    assert [op for _, op, _ in frames] == [OP_BINARY] + [OP_CONT] * (len(frames) - 1)
+    sent = b"".join(p for _, _, p in frames)
+    assert sent == payload[: len(sent)]
+    assert len(rest) < (1 << 20) + 14
+
+
+def test_timeout_in_receive_loses_no_message(harness, role, rt):
+    """A Ping and a message come in one read while a long send holds the
+    write lock: a Timeout around receive() must not lose the message (the
+    pong does not make the reader wait for the lock)."""
+    if rt.name == "threading":
+        pytest.skip("a Timeout interrupts greenlets only")
+    ws, peer = raw_pair(harness, role, close_timeout=1)
+    sender = rt.spawn(ws.send, b"x" * BIG)  # blocks: the peer does not read
+    rt.sleep(0.1)
+    assert not sender.ready()
+    peer.send_raw(ping_then_text(peer))
+    interrupt, _ = _interrupt_after(rt, 2)
+    with interrupt:
+        assert ws.receive() == "after"
+    peer.close()
+    with pytest.raises(ConnectionClosed):
+        sender.get()
+
+
+def ping_then_text(peer):
+    """A Ping and a text message, to arrive in one read."""
+    from conftest import frame
+
+    masked = peer.is_client
+    return frame(OP_PING, b"p", masked) + frame(OP_TEXT, "after", masked)
+
+
+def test_pong_goes_between_fragments_of_a_long_send(harness, role, rt):
+    """A peer pings while a long send() of ours is under way and reads on
+    only once it has its pong: the reader goes on reading (the pong does not
+    wait for the lock), and the pong goes out between two fragments."""
+    ws, peer = raw_pair(harness, role, close_timeout=1)
+    payload = b"x" * BIG
+    sender = rt.spawn(ws.send, payload)
+    rt.sleep(0.1)
+    assert not sender.ready()  # blocked: the peer does not read
+    peer.send_raw(ping_then_text(peer))
+    receiver = rt.spawn(ws.receive, WAIT)
+    assert receiver.get() == "after"
+    # The peer reads now: the pong comes before the message's last fragment.
+    peer.sock.settimeout(WAIT)
+    buf, frames = bytearray(), []
+    while not any(fin and op != OP_PONG for fin, op, _ in frames):
+        chunk = peer.sock.recv(1 << 20)
+        assert chunk, "EOF before the end of the message"
+        buf += chunk
+        more, rest = _parse_frames(buf)
+        frames += more
+        buf = bytearray(rest)
+    ops = [op for _, op, _ in frames]
+    assert (OP_PONG, b"p") in [(op, p) for _, op, p in frames]
+    assert ops.index(OP_PONG) < len(ops) - 1
+    data = [p for _, op, p in frames if op != OP_PONG]
+    assert b"".join(data) == payload and len(data) == BIG >> 20
+    sender.get()
+    assert ws.connected
+
+
+def test_keepalive_is_not_fooled_by_a_long_send(harness, role, rt):
+    """Sending a large message to a slow but live reader takes longer than
+    ping_interval + ping_timeout; keepalive's ping goes between fragments
+    and the connection stays open."""
+    ws, peer = raw_pair(harness, role, ping_interval=0.2, ping_timeout=0.6,
+                        close_timeout=1)
+    ws.sock.setsockopt(std_socket.SOL_SOCKET, std_socket.SO_SNDBUF, 64 << 10)
+    size = 12 << 20
+    pongs = []
+
+    def slow_reader():
+        """~6 MB/s; answers pings; returns the message."""
+        peer.sock.settimeout(WAIT)
+        buf, parts = bytearray(), []
+        while True:
+            chunk = peer.sock.recv(64 << 10)
+            assert chunk, "EOF before the end of the message"
+            buf += chunk
+            frames, rest = _parse_frames(buf)
+            buf = bytearray(rest)
+            for fin, op, data in frames:
+                if op == OP_PING:
+                    pongs.append(data)
+                    peer.send_frame(OP_PONG, data)
+                elif op in (OP_BINARY, OP_CONT):
+                    parts.append(data)
+                    if fin:
+                        peer.buf[:0] = buf  # what came after (a ping?)
+                        return b"".join(parts)
+            rt.sleep(0.01)
+
+    reader = rt.spawn(slow_reader)
+    started = time.monotonic()
+    ws.send(b"y" * size)
+    elapsed = time.monotonic() - started
+    assert reader.get() == b"y" * size
+    assert elapsed > 0.2 + 0.6  # else this test proves nothing
+    assert pongs, "keepalive never pinged"
+    assert ws.connected
+    ws.send("still here")
+    while True:
+        _, _, opcode, data = peer.read_frame()
+        if opcode == OP_TEXT:
+            break
+        assert opcode == OP_PING  # keepalive goes on
+    assert data == b"still here"
+
+
+def test_client_waits_close_timeout_in_all_for_the_tcp_close(harness, rt):
+    """After the server's Close, the client waits close_timeout in total for
+    the server to close TCP, however much the server goes on sending."""
+    ws, peer = harness.raw_server(close_timeout=0.5)
+    peer.send_frame(OP_CLOSE, close_payload(1000))
+    started = time.monotonic()
+    stop = [False]
+
+    def babble():
+        while not stop[0] and time.monotonic() - started < 5:
+            try:
+                peer.send_frame(OP_TEXT, "more")
+            except OSError:
+                return
+            rt.sleep(0.05)
+
+    babbler = rt.spawn(babble)
+    try:
+        code, _ = closed_code(ws)
+        # Over: the client gave up waiting and closed its socket.
+        assert rt.wait_until(lambda: ws._done, WAIT)
+        elapsed = time.monotonic() - started
+    finally:
+        stop[0] = True
+        babbler.wait()
+    assert code == 1000
+    assert elapsed < 0.5 + 1.0

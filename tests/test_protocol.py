@@ -295,3 +295,66 @@ def test_c_speedups_are_built_here():
         _speedups.unmask_parts([b"data"], b"abc")
     with pytest.raises(TypeError):
         _speedups.unmask_parts([b"data", 1], b"abcd")
+
+
+# -- large messages in fragments -----------------------------------------------
+
+
+def _wire(sent):
+    """The bytes of what send_message() returned (a frame or fragments)."""
+    frames = [sent] if isinstance(sent, (bytes, tuple)) else list(sent)
+    out = b""
+    for f in frames:
+        out += f if isinstance(f, bytes) else f[0] + bytes(f[1])
+    return out, len(frames)
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+@pytest.mark.parametrize("size", [1 << 20, (1 << 20) + 1, (3 << 20) + 5])
+def test_messages_over_1mib_go_in_1mib_fragments_wsproto_reads(side, size):
+    ours = server_protocol() if side == "server" else client_protocol()
+    peer = Connection(
+        ConnectionType.CLIENT if side == "server" else ConnectionType.SERVER
+    )
+    for message in (os.urandom(size), "\u20ac" * (size // 3 + 1)):
+        wire, count = _wire(ours.send_message(message))
+        encoded = message.encode() if isinstance(message, str) else message
+        assert count == -(-len(encoded) // (1 << 20))  # 1 MiB each, 1 MiB alone
+        peer.receive_data(wire)
+        events = list(peer.events())
+        got = "".join(e.data for e in events) if isinstance(message, str) else (
+            b"".join(e.data for e in events))
+        assert got == message and events[-1].message_finished
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+@pytest.mark.parametrize("sizes", [[1 << 20], [1000, 300001], [262144]],
+                         ids=["exact", "overlapping", "read-size"])
+def test_binary_fragments_on_the_fast_path_with_control_frames_between(side, sizes):
+    """greenws's own large messages (1 MiB binary fragments), with pings
+    between fragments, are reassembled without wsproto."""
+    ours = server_protocol() if side == "server" else client_protocol()
+    sender = client_protocol() if side == "server" else server_protocol()
+    mask = side == "server"
+    big = os.urandom((3 << 20) + 7)
+    frames = list(sender.send_message(big))
+    data = _wire(frames[0])[0] + frame(OP_PING, b"p1", mask=mask)
+    data += _wire(frames[1])[0] + frame(OP_PONG, b"p2", mask=mask)
+    data += b"".join(_wire(f)[0] for f in frames[2:])
+    data += frame(OP_TEXT, "after", mask=mask)
+    actions = _feed(ours, data, sizes)
+    assert actions == [(PING, b"p1"), (PONG, b"p2"), (MESSAGE, big), (MESSAGE, "after")]
+    assert not ours._wsproto_busy and ours._frag is None
+
+
+def test_fragmented_binary_limit_and_errors():
+    proto = server_protocol(max_message_size=100)
+    first = masked(OP_BINARY, b"a" * 60, fin=False)
+    actions = proto.receive_data(first + masked(OP_CONT, b"b" * 60))
+    assert actions == [(FAIL, (1009, "message too big"))]
+    proto = server_protocol()
+    actions = proto.receive_data(first + masked(OP_BINARY, b"new message"))
+    assert actions[-1][0] == FAIL and actions[-1][1][0] == 1002
+    proto = server_protocol()
+    actions = proto.receive_data(first + masked(OP_CLOSE, struct.pack("!H", 1000)))
+    assert actions == [(CLOSE, (1000, ""))]

@@ -426,3 +426,43 @@ def test_blocked_receive_woken_by_every_ending(server, how, code):
         raw.close()
     assert (ended["error"], ended["code"]) == ("ConnectionClosed", code)
     assert ended["elapsed"] < 5
+
+
+@pytest.mark.parametrize("kind", ["gevent", "gevent-patched"])
+def test_close_all_while_handlers_are_blocked_in_send(kind):
+    """close_all() while handlers are blocked in send() to peers that stopped
+    reading; each handler then returns (through WebSocketWSGI, and from a
+    plain app without closing).  gevent.pywsgi closes the socket behind
+    gevent's back as soon as the application returns, and libev aborted the
+    worker ("I/O watcher with invalid fd") when a greenws watcher outlived
+    it: the worker must live on and serve."""
+    hosted = HostedServer(kind, module="stats_app")
+    peers = []
+    try:
+        for route in ("/stuck", "/stuck-raw", "/stuck", "/stuck-raw"):
+            name = key()
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(WAIT)
+            sock.connect(("127.0.0.1", hosted.port))
+            sock.sendall(handshake_request(f"{route}?id={name}"))  # never reads
+            peers.append((sock, name))
+        for _, name in peers:
+            wait_state(hosted, name, lambda s: s.get("sending"))
+        closer = greenws.Client.connect(hosted.url + f"/closeall?id={key()}")
+        with pytest.raises(greenws.ConnectionClosed):
+            closer.receive(timeout=WAIT)
+        closer.close()
+        for _, name in peers:
+            assert wait_state(hosted, name, lambda s: s.get("done"))["code"] in (
+                1001, 1006)
+        # New connections reuse the freed descriptors: still serving.
+        for _ in range(3):
+            assert fetch_json(hosted, "/stats")["pid"]
+        assert hosted.proc.poll() is None
+    finally:
+        for sock, _ in peers:
+            sock.close()
+        output = hosted.stop()
+    assert "libev" not in output, output[-2000:]
+    assert "Traceback" not in output, output[-4000:]

@@ -14,6 +14,10 @@ and read back with the ``/state?id=NAME`` route (one JSON message).
   /kill       closes the /wait connection of the same id with 4000 from this
               (other) thread or greenlet
   /closeall   greenws.registry.close_all(): every connection, this one too
+  /stuck      close_timeout=1: sends 1 MiB messages until send() raises
+              ConnectionClosed, then returns (STATE: sending, then done)
+  /stuck-raw  the same in a plain WSGI app calling Server.accept(), which
+              returns without closing the WebSocket
 Anything else goes to echo_app.app.
 """
 
@@ -117,6 +121,23 @@ def kill(ws):
     ws.send("killed")
 
 
+def stuck(ws):
+    key = _id(ws)
+    STATE[key] = {"pid": os.getpid(), "sending": True}
+    payload = b"\x00" * MIB
+    try:
+        while True:
+            ws.send(payload)
+    except greenws.ConnectionClosed as exc:
+        STATE[key] = {"done": True, "code": exc.reason}
+
+
+def stuck_raw(environ, start_response):
+    ws = greenws.Server.accept(environ, close_timeout=1)
+    stuck(ws)
+    return greenws.end_response(ws.mode, start_response)
+
+
 def closeall(ws):
     STATE[_id(ws)] = {"closed": registry.close_all(timeout=3)}
 
@@ -135,6 +156,8 @@ _ROUTES = {
     "/keepalive1": greenws.WebSocketWSGI(wait, close_timeout=1, ping_interval=1),
     "/kill": greenws.WebSocketWSGI(kill),
     "/closeall": greenws.WebSocketWSGI(closeall),
+    "/stuck": greenws.WebSocketWSGI(stuck, close_timeout=1),
+    "/stuck-raw": stuck_raw,
     "/state": greenws.WebSocketWSGI(state),
 }
 
