@@ -26,11 +26,11 @@ connection ends.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional, cast
 
 from ..errors import ConnectionClosed
 from ..log import logger
-from ..protocol import INTERNAL_ERROR, Protocol, Wire
+from ..protocol import INTERNAL_ERROR, Frame, Protocol, Wire
 from ..session import Session
 from .connection import AioBase, Data, Driver
 
@@ -209,11 +209,17 @@ class Stream(asyncio.Protocol, Driver):
 
     def _write(self, frame: Wire) -> None:
         transport = self.transport
-        if type(frame) is tuple:
+        if type(frame) is bytes:
+            transport.write(frame)
+        elif type(frame) is tuple:
             for piece in frame:
                 transport.write(piece)
         else:
-            transport.write(frame)
+            # A message over 1 MiB, as fragments (built one at a time so that
+            # a masked client copies one fragment at a time); written without
+            # an await in between, they stay together in the transport.
+            for part in cast(Iterator[Frame], frame):
+                self._write(part)
 
     def _write_all(self, frames: List[Wire]) -> None:
         if not self.done and not self.transport.is_closing():
