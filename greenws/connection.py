@@ -425,6 +425,21 @@ class Base:
             self._finish()
         self._join()
 
+    def _app_returned(self) -> None:
+        """The WSGI application returned; its server is about to take the
+        socket back (see :func:`greenws.wsgi.take_over`).
+
+        An application that returned without closing gets a normal close
+        (1000), as with :class:`~greenws.WebSocketWSGI`.  Either way this
+        waits for the closing handshake (at most ``close_timeout``), so that
+        the socket is shut down and no longer watched when the server closes
+        it.  Calling it again does nothing more.
+        """
+        if self.connected:
+            self.close()
+        else:
+            self._wait_closed(self.close_timeout)
+
     def choose_subprotocol(self, request: Any) -> Optional[str]:
         """Pick the subprotocol from the client's offer (server side).
 

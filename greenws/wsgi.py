@@ -247,28 +247,6 @@ def find_socket(environ: Environ) -> Host:
 # -- keeping the hosting server off the socket -------------------------------
 
 
-def _returned(ws: Base) -> Callable[[], None]:
-    """What runs once the application has returned: finish the WebSocket.
-
-    An application that returned without closing gets a normal close
-    (1000), as with :class:`WebSocketWSGI`.  Either way this waits for the
-    closing handshake (at most ``close_timeout``), so that the socket is shut
-    down and greenws no longer watches it when the server closes it.
-    """
-    done: List[bool] = []
-
-    def finish() -> None:
-        if done:
-            return
-        done.append(True)
-        if ws.connected:
-            ws.close()
-        else:
-            ws._wait_closed(ws.close_timeout)
-
-    return finish
-
-
 class _Taken(ConnectionAbortedError):
     """The WebSocket has taken the connection over.
 
@@ -277,16 +255,28 @@ class _Taken(ConnectionAbortedError):
     """
 
 
-def _take_gunicorn(environ: Environ, finish: Callable[[], None]) -> None:
-    # Every gunicorn worker's first step after the application returns is
-    # isinstance(result, environ["wsgi.file_wrapper"]); a StopIteration from
-    # there is how all of them are told "close, write nothing".
-    class Check(type):
-        def __instancecheck__(cls, instance: Any) -> bool:
-            finish()
-            raise StopIteration()
+class _FileWrapperCheck:
+    """gunicorn's ``wsgi.file_wrapper`` once the WebSocket owns the socket.
 
-    environ["wsgi.file_wrapper"] = Check("TakenByWebSocket", (), {})
+    Every gunicorn worker's first step after the application returns is
+    ``isinstance(result, environ["wsgi.file_wrapper"])``; a StopIteration
+    from there is how all of them are told "close, write nothing".  An
+    instance (isinstance() asks its type's ``__instancecheck__``), not a
+    class made per connection: ten thousand of those cost kilobytes each.
+    """
+
+    __slots__ = ("_finish",)
+
+    def __init__(self, finish: Callable[[], None]) -> None:
+        self._finish = finish
+
+    def __instancecheck__(self, instance: Any) -> bool:
+        self._finish()
+        raise StopIteration()
+
+
+def _take_gunicorn(environ: Environ, finish: Callable[[], None]) -> None:
+    environ["wsgi.file_wrapper"] = _FileWrapperCheck(finish)
 
 
 class _ChunkSize:
@@ -424,7 +414,7 @@ def take_over(mode: str, environ: Environ, ws: Base) -> None:
     """
     take = _TAKERS.get(mode)
     if take is not None:
-        take(environ, _returned(ws))
+        take(environ, ws._app_returned)
 
 
 _refusal_classes: Dict[type, type] = {}
