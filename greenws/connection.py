@@ -41,14 +41,16 @@ from .protocol import (
     PONG,
     Protocol,
 )
-from .session import check_close, check_ping, close_log_level
+from .session import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_QUEUE,
+    check_close,
+    check_ping,
+    close_log_level,
+    store_options,
+)
 
 __all__ = ["Base", "DEFAULT_CLOSE_TIMEOUT", "DEFAULT_MAX_QUEUE"]
-
-#: Seconds :meth:`Base.close` waits for the peer's Close frame.
-DEFAULT_CLOSE_TIMEOUT = 5.0
-#: Messages that may wait in the receive queue before reading pauses.
-DEFAULT_MAX_QUEUE = 16
 
 
 # Close reason when keepalive gives up on the peer.
@@ -152,6 +154,18 @@ class Base:
     subprotocol: Optional[str]
     #: True from the handshake until the connection starts closing.
     connected: bool
+    #: Size of each socket read (a larger frame is read in larger pieces).
+    receive_bytes: int
+    #: Seconds between keepalive pings, or ``None`` for none.
+    ping_interval: Optional[float]
+    #: Seconds a keepalive pong may take (default: ``ping_interval``).
+    ping_timeout: Optional[float]
+    #: Largest incoming message in bytes (larger: close 1009), or ``None``.
+    max_message_size: Optional[int]
+    #: Seconds the closing handshake may take.
+    close_timeout: float
+    #: Messages that may wait for ``receive()`` before reading pauses.
+    max_queue: Optional[int]
     #: The close code (1005 until a close happens).
     close_reason: int
     #: The close reason text, if any.
@@ -177,23 +191,18 @@ class Base:
         ``preset`` and ``classes`` (``thread_class`` ...) are resolved by
         :func:`greenws.presets.resolve`; ``sock`` helps it detect the runtime.
         """
-        if receive_bytes <= 0:
-            raise ValueError("receive_bytes must be a positive number of bytes")
-        if max_queue is not None and max_queue < 1:
-            raise ValueError("max_queue must be at least 1, or None for no limit")
-        self.subprotocol = None
-        self.connected = False
+        store_options(
+            self,
+            receive_bytes=receive_bytes,
+            ping_interval=ping_interval,
+            max_message_size=max_message_size,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
+        )
         self.close_reason = NO_STATUS
         self.close_message = None
         self.latency = None
-        self.receive_bytes = receive_bytes
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout if ping_timeout is not None else ping_interval
-        self.max_message_size = max_message_size
-        self.close_timeout = (
-            DEFAULT_CLOSE_TIMEOUT if close_timeout is None else close_timeout
-        )
-        self.max_queue = max_queue
         self.preset = preset = _presets.resolve(preset, sock=sock, **classes)
         self.thread_class = preset["thread_class"]
         self.event_class = preset["event_class"]

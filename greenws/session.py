@@ -50,11 +50,19 @@ __all__ = [
     "check_close",
     "check_ping",
     "close_log_level",
+    "store_options",
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_MAX_QUEUE",
     "KEEPALIVE_TIMEOUT",
     "OK_CODES",
 ]
 
 Data = Union[str, bytes]
+
+#: Seconds a close waits for the peer's Close frame.
+DEFAULT_CLOSE_TIMEOUT = 5.0
+#: Messages that may wait in the receive queue before reading pauses.
+DEFAULT_MAX_QUEUE = 16
 
 #: Close reason when keepalive gives up on the peer (with code 1011).
 KEEPALIVE_TIMEOUT = "keepalive ping timeout"
@@ -69,6 +77,36 @@ _RESERVED = frozenset({1004, 1005, 1006, 1015})
 _MAX_REASON = 123
 # Longest ping payload (a control frame's).
 _MAX_PING = 125
+
+
+def store_options(
+    conn: Any,
+    *,
+    receive_bytes: int,
+    ping_interval: Optional[float],
+    max_message_size: Optional[int],
+    ping_timeout: Optional[float],
+    close_timeout: Optional[float],
+    max_queue: Optional[int],
+) -> None:
+    """Validate the options every connection has and store them on ``conn``
+    (sync or asyncio), with their defaults: ``ping_timeout`` defaults to
+    ``ping_interval``, ``close_timeout`` to :data:`DEFAULT_CLOSE_TIMEOUT`.
+    """
+    if receive_bytes <= 0:
+        raise ValueError("receive_bytes must be a positive number of bytes")
+    if max_queue is not None and max_queue < 1:
+        raise ValueError("max_queue must be at least 1, or None for no limit")
+    conn.subprotocol = None
+    conn.connected = False
+    conn.receive_bytes = receive_bytes
+    conn.ping_interval = ping_interval
+    conn.ping_timeout = ping_timeout if ping_timeout is not None else ping_interval
+    conn.max_message_size = max_message_size
+    conn.close_timeout = (
+        DEFAULT_CLOSE_TIMEOUT if close_timeout is None else close_timeout
+    )
+    conn.max_queue = max_queue
 
 
 def check_close(code: Any, message: Any) -> Tuple[int, Optional[str]]:

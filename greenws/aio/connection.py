@@ -25,14 +25,18 @@ from typing import Any, List, Optional, Union
 
 from ..errors import ConnectionClosed
 from ..log import logger
-from ..session import OK_CODES, Session, check_close, check_ping, close_log_level
+from ..session import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_QUEUE,
+    OK_CODES,
+    Session,
+    check_close,
+    check_ping,
+    close_log_level,
+    store_options,
+)
 
 __all__ = ["AioBase", "Driver", "DEFAULT_CLOSE_TIMEOUT", "DEFAULT_MAX_QUEUE"]
-
-#: Seconds :meth:`AioBase.close` waits for the peer's Close.
-DEFAULT_CLOSE_TIMEOUT = 5.0
-#: Messages that may wait in the receive queue before reading pauses.
-DEFAULT_MAX_QUEUE = 16
 
 Data = Union[str, bytes]
 
@@ -127,6 +131,18 @@ class AioBase:
     subprotocol: Optional[str]
     #: True from the handshake until the connection starts closing.
     connected: bool
+    #: Size of each socket read (a larger frame is read in larger pieces).
+    receive_bytes: int
+    #: Seconds between keepalive pings, or ``None`` for none.
+    ping_interval: Optional[float]
+    #: Seconds a keepalive pong may take (default: ``ping_interval``).
+    ping_timeout: Optional[float]
+    #: Largest incoming message in bytes (larger: close 1009), or ``None``.
+    max_message_size: Optional[int]
+    #: Seconds the closing handshake may take.
+    close_timeout: float
+    #: Messages that may wait for ``receive()`` before reading pauses.
+    max_queue: Optional[int]
 
     def _configure(
         self,
@@ -139,20 +155,15 @@ class AioBase:
         max_queue: Optional[int],
     ) -> None:
         """Validate and store the options both roles share."""
-        if receive_bytes <= 0:
-            raise ValueError("receive_bytes must be a positive number of bytes")
-        if max_queue is not None and max_queue < 1:
-            raise ValueError("max_queue must be at least 1, or None for no limit")
-        self.subprotocol = None
-        self.connected = False
-        self.receive_bytes = receive_bytes
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout if ping_timeout is not None else ping_interval
-        self.max_message_size = max_message_size
-        self.close_timeout = (
-            DEFAULT_CLOSE_TIMEOUT if close_timeout is None else close_timeout
+        store_options(
+            self,
+            receive_bytes=receive_bytes,
+            ping_interval=ping_interval,
+            max_message_size=max_message_size,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
         )
-        self.max_queue = max_queue
         self.local_address: Any = None
         self.remote_address: Any = None
         self._session: Optional[Session] = None
