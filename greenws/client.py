@@ -5,18 +5,36 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
-from urllib.parse import urlsplit
+from typing import (
+    Any,
+    Callable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
+from urllib.parse import urljoin, urlsplit
 
 from .connection import Base
 from .errors import ConnectionError
 from .handshake import ClientHandshake
 from .protocol import Protocol
+from .proxy import Proxy, ProxyArg, choose_proxy, tunnel
 
 __all__ = ["Client"]
 
 #: Seconds :meth:`Client.connect` may spend opening TCP, TLS and the handshake.
 DEFAULT_OPEN_TIMEOUT = 10.0
+
+#: The redirects a client follows (RFC 9110 15.4), and how many in a row.
+REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
+MAX_REDIRECTS = 10
+
+_R = TypeVar("_R")
 
 HeadersArg = Union[None, Mapping[str, str], Sequence[Tuple[str, str]]]
 
@@ -44,6 +62,11 @@ class Target(NamedTuple):
 def parse_url(url: str) -> Target:
     """Split a WebSocket URL; ``ValueError`` if it is not one."""
     parts = urlsplit(url)
+    if parts.scheme == "ws+unix":
+        raise ValueError(
+            f"ws+unix:// URLs are not supported: {url!r}; connect to "
+            "'ws://localhost/path' with unix_socket='/path/to.sock'"
+        )
     if parts.scheme not in ("ws", "wss", "http", "https"):
         raise ValueError(f"not a WebSocket URL (ws:// or wss://): {url!r}")
     if not parts.hostname:
@@ -61,6 +84,44 @@ def parse_url(url: str) -> Target:
         (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
         host_header,
     )
+
+
+def redirect_target(url: str, target: Target, refusal: ConnectionError) -> str:
+    """The URL a refused handshake redirects to, or re-raise ``refusal``.
+
+    A relative ``Location`` is resolved against ``url``; a redirect from
+    ``wss://`` to ``ws://`` (or to something that is not a WebSocket URL) is
+    refused with a :class:`ConnectionError` that keeps the answer.
+    """
+    location = None
+    if refusal.status_code in REDIRECT_STATUSES:
+        location = next(
+            (v for k, v in refusal.headers if k.lower() == "location"), None
+        )
+    if location is None:
+        raise refusal
+    new_url = urljoin(url, location.strip())
+
+    def refuse(why: str) -> ConnectionError:
+        return ConnectionError(
+            refusal.status_code,
+            f"redirect to {new_url!r} not followed: {why}",
+            refusal.headers,
+            refusal.body,
+        )
+
+    try:
+        new_target = parse_url(new_url)
+    except ValueError:
+        raise refuse("not a WebSocket URL") from None
+    if target.secure and not new_target.secure:
+        raise refuse("it leaves wss:// for ws://")
+    return new_url
+
+
+def same_origin(a: Target, b: Target) -> bool:
+    """Whether two targets are the same server (a Unix socket stays in use)."""
+    return (a.secure, a.host, a.port) == (b.secure, b.host, b.port)
 
 
 class Client(Base):
@@ -88,13 +149,10 @@ class Client(Base):
         max_queue: Optional[int] = 16,
         compression: bool = True,
         open_timeout: Optional[float] = DEFAULT_OPEN_TIMEOUT,
+        unix_socket: Optional[str] = None,
+        proxy: ProxyArg = True,
     ) -> None:
         target = parse_url(url)
-        secure = target.secure
-        self.url = url
-        self.host = target.host
-        self.port = target.port
-        self.path = target.path
         if isinstance(subprotocols, str):
             subprotocols = [subprotocols]
         self.subprotocols: List[str] = list(subprotocols or [])
@@ -111,70 +169,152 @@ class Client(Base):
             selector_class=selector_class,
             lock_class=lock_class,
         )
-        handshake = ClientHandshake(
-            target.host_header,
-            self.path,
-            self.subprotocols,
-            _headers(headers),
-            compression,
-            max_message_size,
-        )
+        extra_headers = _headers(headers)
         deadline = None if open_timeout is None else time.monotonic() + open_timeout
-        sock = self._open(secure, ssl_context, open_timeout)
-        try:
-            conn, self.subprotocol = self._handshake(sock, handshake, deadline)
-            sock.settimeout(None)
-        except BaseException:
-            sock.close()
-            raise
+        redirects = 0
+        while True:
+            self.url = url
+            self.host = target.host
+            self.port = target.port
+            self.path = target.path
+            handshake = ClientHandshake(
+                target.host_header,
+                self.path,
+                self.subprotocols,
+                extra_headers,
+                compression,
+                max_message_size,
+            )
+            sock = self._open(target, ssl_context, unix_socket, proxy, deadline)
+            try:
+                conn, self.subprotocol = self._handshake(sock, handshake, deadline)
+                sock.settimeout(None)
+                break
+            except ConnectionError as refusal:
+                sock.close()
+                new_url = redirect_target(url, target, refusal)
+                redirects += 1
+                if redirects > MAX_REDIRECTS:
+                    raise ConnectionError(
+                        refusal.status_code,
+                        f"more than {MAX_REDIRECTS} redirects",
+                        refusal.headers,
+                        refusal.body,
+                    ) from None
+            except BaseException:
+                sock.close()
+                raise
+            new_target = parse_url(new_url)
+            if not same_origin(target, new_target):
+                unix_socket = None
+            url, target = new_url, new_target
         self._start(sock, Protocol(conn, max_message_size), True)
 
     def _open(
         self,
-        secure: bool,
+        target: Target,
         ssl_context: Optional[ssl.SSLContext],
-        timeout: Optional[float],
+        unix_socket: Optional[str],
+        proxy_arg: ProxyArg,
+        deadline: Optional[float],
     ) -> Any:
-        preset = self.preset
+        """A socket to the server, through the proxy and TLS if need be."""
+        proxy: Optional[Proxy] = None
+        if unix_socket is not None:
+            where = unix_socket
+            connect: Callable[[Optional[float]], Any] = self._connect_unix(unix_socket)
+        else:
+            proxy = choose_proxy(proxy_arg, target.secure, target.host, target.port)
+            address = (proxy or target).host, (proxy or target).port
+            where = f"proxy {proxy.address}" if proxy else f"{address[0]}:{address[1]}"
+
+            def connect(timeout: Optional[float]) -> Any:
+                return self.preset.create_connection(address, timeout)
+
         try:
-            sock = preset.create_connection((self.host, self.port), timeout)
+            sock = connect(_remaining(deadline))
         except socket.timeout:
-            raise ConnectionError(
-                None, f"timed out connecting to {self.host}:{self.port}"
-            )
+            raise ConnectionError(None, f"timed out connecting to {where}") from None
         except OSError as exc:
-            raise ConnectionError(
-                None, f"cannot connect to {self.host}:{self.port}: {exc}"
-            )
+            raise ConnectionError(None, f"cannot connect to {where}: {exc}") from None
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if secure:
+            if unix_socket is None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if proxy is not None:
+                exchange = tunnel(proxy, target.host, target.port)
+                self._converse(
+                    sock,
+                    exchange.data_to_send,
+                    lambda data: exchange.receive_data(data) or None,
+                    deadline,
+                    f"the tunnel through proxy {proxy.address}",
+                )
+            if target.secure:
                 context = ssl_context or ssl.create_default_context()
-                sock = preset.wrap_ssl(context, sock, self.host)
+                sock.settimeout(_remaining(deadline))
+                sock = self.preset.wrap_ssl(context, sock, target.host)
+        except ConnectionError:
+            sock.close()
+            raise
         except (OSError, ssl.SSLError) as exc:
             sock.close()
-            raise ConnectionError(None, f"TLS handshake with {self.host} failed: {exc}")
+            raise ConnectionError(
+                None, f"TLS handshake with {target.host} failed: {exc}"
+            ) from None
         return sock
+
+    def _connect_unix(self, path: str) -> Callable[[Optional[float]], Any]:
+        def connect(timeout: Optional[float]) -> Any:
+            sock = self.preset.socket_class(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(path)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+
+        return connect
 
     def _handshake(
         self, sock: Any, handshake: ClientHandshake, deadline: Optional[float]
     ) -> Tuple[Any, Optional[str]]:
+        request = [handshake.request_bytes]
+        conn, subprotocol, _ = self._converse(
+            sock,
+            lambda: request.pop() if request else b"",
+            handshake.receive_data,
+            deadline,
+            "the WebSocket handshake",
+        )
+        return conn, subprotocol
+
+    def _converse(
+        self,
+        sock: Any,
+        outgoing: Callable[[], bytes],
+        receive: Callable[[bytes], Optional[_R]],
+        deadline: Optional[float],
+        during: str,
+    ) -> _R:
+        """Send what ``outgoing()`` has, feed the answer to ``receive`` until it
+        returns something; all before ``deadline``."""
         try:
-            sock.sendall(handshake.request_bytes)
             while True:
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise socket.timeout()
-                    sock.settimeout(remaining)
-                result = handshake.receive_data(sock.recv(self.receive_bytes or 4096))
+                data = outgoing()
+                if data:
+                    sock.settimeout(_remaining(deadline))
+                    sock.sendall(data)
+                sock.settimeout(_remaining(deadline))
+                result = receive(sock.recv(self.receive_bytes or 4096))
                 if result is not None:
-                    conn, subprotocol, _ = result
-                    return conn, subprotocol
+                    return result
         except socket.timeout:
-            raise ConnectionError(None, "timed out during the WebSocket handshake")
+            raise ConnectionError(None, f"timed out during {during}") from None
         except (OSError, ssl.SSLError) as exc:
-            raise ConnectionError(None, f"connection lost during the handshake: {exc}")
+            raise ConnectionError(
+                None, f"connection lost during {during}: {exc}"
+            ) from None
 
     @classmethod
     def connect(
@@ -199,9 +339,19 @@ class Client(Base):
             system's trusted CAs, hostname checked).
         :param options: keyword-only extras: ``preset``, ``lock_class``,
             ``ping_timeout``, ``close_timeout``, ``max_queue``,
-            ``compression``, ``open_timeout`` (seconds, default 10).
-        :raises ConnectionError: the server refused the handshake
-            (``status_code`` is its HTTP status) or could not be reached in time.
+            ``compression``, ``open_timeout`` (seconds for everything up to
+            the open connection, default 10); ``unix_socket`` (a path: the
+            connection goes there, the URL gives ``Host`` and the path);
+            ``proxy`` (``True``, the default: from the environment, see
+            :func:`greenws.proxy.proxy_for`; a ``http://[user:pass@]host:port``
+            or ``socks5://[user:pass@]host:port`` URL; ``None``: direct).
+
+        Redirects (301, 302, 303, 307, 308) are followed, at most 10 in a
+        row, never from ``wss://`` to ``ws://``; ``url`` is then the last one.
+
+        :raises ConnectionError: the server or the proxy refused (``status_code``
+            is its HTTP status, ``headers`` and ``body`` its answer's) or could
+            not be reached in time.
         """
         return cls(
             url,
@@ -216,3 +366,13 @@ class Client(Base):
             selector_class,
             **options,
         )
+
+
+def _remaining(deadline: Optional[float]) -> Optional[float]:
+    """Seconds left before ``deadline`` (``socket.timeout`` if none)."""
+    if deadline is None:
+        return None
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise socket.timeout()
+    return remaining
