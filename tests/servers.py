@@ -89,10 +89,27 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
     raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
 
 
+def wait_for_unix(path: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Like :func:`wait_for_port`, for a Unix domain socket."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early with {proc.returncode}")
+        with socket.socket(socket.AF_UNIX) as sock:
+            try:
+                sock.connect(path)
+                return
+            except OSError:
+                pass
+        time.sleep(0.05)  # polling a path: there is no event to wait on
+    raise TimeoutError(f"nothing listening on {path} after {timeout}s")
+
+
 class HostedServer:
     """One server process serving ``tests/apps/<module>.py`` (echo_app by default).
 
-    ``options`` are extra gunicorn command-line options.
+    ``options`` are extra gunicorn command-line options; ``unix`` (gunicorn
+    kinds only) binds that Unix socket path instead of a port.
     """
 
     def __init__(
@@ -101,9 +118,11 @@ class HostedServer:
         env: Optional[dict] = None,
         options: Optional[List[str]] = None,
         module: str = "echo_app",
+        unix: Optional[str] = None,
     ) -> None:
         self.kind = kind
         self.module = module
+        self.unix = unix
         self.options = options or []
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
@@ -119,7 +138,10 @@ class HostedServer:
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_for_port(self.port, self.proc)
+            if unix is None:
+                wait_for_port(self.port, self.proc)
+            else:
+                wait_for_unix(unix, self.proc)
         except BaseException:
             self.stop()
             raise
@@ -136,7 +158,7 @@ class HostedServer:
                 "-w",
                 "1",
                 "-b",
-                f"127.0.0.1:{self.port}",
+                f"unix:{self.unix}" if self.unix else f"127.0.0.1:{self.port}",
                 "--timeout",
                 "120",
                 "--graceful-timeout",
