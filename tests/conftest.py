@@ -502,3 +502,36 @@ def pick(pair, role):
 # ===========================================================================
 # End of section 1.
 # ===========================================================================
+
+
+# ===========================================================================
+# Section 2: real servers started once per test session.
+# ===========================================================================
+
+
+@pytest.fixture(scope="session")
+def tinyproxy(tmp_path_factory):
+    """Debian's tinyproxy with Basic auth (``make test`` installs it)."""
+    import shutil
+
+    from servers import ProxyServer
+
+    executable = shutil.which("tinyproxy") or (
+        "/usr/bin/tinyproxy" if os.path.exists("/usr/bin/tinyproxy") else None
+    )
+    if executable is None:
+        pytest.skip("tinyproxy is not installed (`make proxy` installs it)")
+    server = ProxyServer.tinyproxy(executable, tmp_path_factory.mktemp("tinyproxy"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def socks5_proxy():
+    """A SOCKS5 server with username/password auth (the pproxy package)."""
+    pytest.importorskip("pproxy", reason="pproxy (a test extra) is not installed")
+    from servers import ProxyServer
+
+    server = ProxyServer.socks5()
+    yield server
+    server.stop()

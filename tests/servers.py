@@ -277,3 +277,68 @@ def serving(args: List[str], port: int, cwd: Path = ROOT) -> Iterator[Proc]:
         yield proc
     finally:
         proc.kill()
+
+
+class ProxyServer:
+    """A proxy server process on 127.0.0.1 that needs a username and password.
+
+    :meth:`tinyproxy` starts Debian's tinyproxy (HTTP ``CONNECT``, Basic auth)
+    from a config written in ``directory``; :meth:`socks5` starts pproxy as a
+    SOCKS5 server.  ``url()`` is the proxy URL, with credentials unless
+    ``auth=False``, or with others given.  Stopped by its PID with
+    :meth:`stop`.
+    """
+
+    USER = "greenws"
+    PASSWORD = "s3cret"
+
+    def __init__(self, scheme: str, command: List[str], port: int) -> None:
+        self.scheme = scheme
+        self.port = port
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(command, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, self.proc, timeout=15)
+        except BaseException:
+            self.stop()
+            raise
+
+    @classmethod
+    def tinyproxy(cls, executable: str, directory: Path) -> "ProxyServer":
+        port = free_port()
+        config = directory / "tinyproxy.conf"
+        config.write_text(
+            f"Port {port}\nListen 127.0.0.1\nTimeout 30\nLogLevel Info\n"
+            "MaxClients 100\nAllow 127.0.0.1\nDisableViaHeader Yes\n"
+            f"BasicAuth {cls.USER} {cls.PASSWORD}\n"
+        )
+        return cls("http", [executable, "-d", "-c", str(config)], port)
+
+    @classmethod
+    def socks5(cls) -> "ProxyServer":
+        port = free_port()
+        # --auth 0: check the credentials of every connection (pproxy would
+        # otherwise trust an address that once logged in).
+        listen = f"socks5://127.0.0.1:{port}#{cls.USER}:{cls.PASSWORD}"
+        return cls("socks5", [sys.executable, "-m", "pproxy", "-l", listen,
+                              "--auth", "0"], port)
+
+    def url(self, auth: bool = True, user: str = USER, password: str = PASSWORD,
+            scheme: Optional[str] = None) -> str:
+        credentials = f"{user}:{password}@" if auth else ""
+        return f"{scheme or self.scheme}://{credentials}127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()

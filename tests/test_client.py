@@ -184,7 +184,8 @@ class WSServer:
 
     ``unix_path`` serves on that Unix socket instead of 127.0.0.1;
     ``redirects`` maps a path to ``(status, Location)`` answers.  ``requests``
-    keeps every handshake request (path and headers) the server accepted.
+    keeps every handshake request (path and headers) the server accepted,
+    ``remotes`` the address each came from.
     """
 
     def __init__(self, rt, ssl_context=None, unix_path=None, redirects=None):
@@ -193,6 +194,7 @@ class WSServer:
         self.rt = rt
         self.closes = []
         self.requests = []
+        self.remotes = []
         redirects = redirects or {}
 
         def process_request(conn, request):
@@ -205,6 +207,7 @@ class WSServer:
 
         def handler(conn):
             self.requests.append(conn.request)
+            self.remotes.append(conn.remote_address)
             path = conn.request.path
             if path.startswith("/close/"):
                 conn.recv()
