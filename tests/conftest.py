@@ -510,6 +510,23 @@ def pick(pair, role):
 
 
 @pytest.fixture(scope="session")
+def tls():
+    """(server, client) SSL contexts: a certificate for localhost and
+    127.0.0.1 from a CA made here, which the client context trusts."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx
+
+
+@pytest.fixture(scope="session")
 def tinyproxy(tmp_path_factory):
     """Debian's tinyproxy with Basic auth (``make test`` installs it)."""
     import shutil

@@ -305,7 +305,7 @@ class ProxyServer:
             raise
 
     @classmethod
-    def tinyproxy(cls, executable: str, directory: Path) -> "ProxyServer":
+    def tinyproxy(cls, executable: str, directory: Path) -> ProxyServer:
         port = free_port()
         config = directory / "tinyproxy.conf"
         config.write_text(
@@ -316,7 +316,7 @@ class ProxyServer:
         return cls("http", [executable, "-d", "-c", str(config)], port)
 
     @classmethod
-    def socks5(cls) -> "ProxyServer":
+    def socks5(cls) -> ProxyServer:
         port = free_port()
         # --auth 0: check the credentials of every connection (pproxy would
         # otherwise trust an address that once logged in).

@@ -5,7 +5,6 @@ import ssl
 import time
 
 import pytest
-import trustme
 from conftest import WAIT, read_http_head
 from websockets.exceptions import ConnectionClosed as WSClosed
 from websockets.sync.server import serve
@@ -240,17 +239,6 @@ def wsserver(rt):
     server = WSServer(rt)
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def tls():
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    return server_ctx, client_ctx
 
 
 def _exchange(client):

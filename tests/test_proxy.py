@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import WAIT
-from test_client import WSServer, tls  # noqa: F401 - tls is a fixture
+from test_client import WSServer
 
 import greenws
 from greenws import ConnectionError
