@@ -86,42 +86,58 @@ def parse_url(url: str) -> Target:
     )
 
 
-def redirect_target(url: str, target: Target, refusal: ConnectionError) -> str:
-    """The URL a refused handshake redirects to, or re-raise ``refusal``.
+class Route:
+    """Where a client connects, following redirects (shared by both clients).
 
-    A relative ``Location`` is resolved against ``url``; a redirect from
-    ``wss://`` to ``ws://`` (or to something that is not a WebSocket URL) is
-    refused with a :class:`ConnectionError` that keeps the answer.
+    ``url``/``target`` is the URL to try, ``unix_socket`` the Unix socket to
+    reach it by (kept for redirects to the same server only).
     """
-    location = None
-    if refusal.status_code in REDIRECT_STATUSES:
-        location = next(
-            (v for k, v in refusal.headers if k.lower() == "location"), None
-        )
-    if location is None:
-        raise refusal
-    new_url = urljoin(url, location.strip())
 
-    def refuse(why: str) -> ConnectionError:
-        return ConnectionError(
-            refusal.status_code,
-            f"redirect to {new_url!r} not followed: {why}",
-            refusal.headers,
-            refusal.body,
-        )
+    def __init__(self, url: str, unix_socket: Optional[str]) -> None:
+        self.url = url
+        self.target = parse_url(url)
+        self.unix_socket = unix_socket
+        self.redirects = 0
 
-    try:
-        new_target = parse_url(new_url)
-    except ValueError:
-        raise refuse("not a WebSocket URL") from None
-    if target.secure and not new_target.secure:
-        raise refuse("it leaves wss:// for ws://")
-    return new_url
+    def follow(self, refusal: ConnectionError) -> None:
+        """Move to where a refused handshake redirects, or re-raise ``refusal``.
 
+        A relative ``Location`` is resolved against the URL; a redirect from
+        ``wss://`` to ``ws://`` (or to something that is not a WebSocket URL),
+        or more than :data:`MAX_REDIRECTS` in a row, raises a
+        :class:`ConnectionError` that keeps the answer.
+        """
+        location = None
+        if refusal.status_code in REDIRECT_STATUSES:
+            location = next(
+                (v for k, v in refusal.headers if k.lower() == "location"), None
+            )
+        if location is None:
+            raise refusal
+        new_url = urljoin(self.url, location.strip())
 
-def same_origin(a: Target, b: Target) -> bool:
-    """Whether two targets are the same server (a Unix socket stays in use)."""
-    return (a.secure, a.host, a.port) == (b.secure, b.host, b.port)
+        def refuse(why: str) -> ConnectionError:
+            return ConnectionError(
+                refusal.status_code, why, refusal.headers, refusal.body
+            )
+
+        self.redirects += 1
+        if self.redirects > MAX_REDIRECTS:
+            raise refuse(f"more than {MAX_REDIRECTS} redirects")
+        try:
+            target = parse_url(new_url)
+        except ValueError:
+            raise refuse(f"redirect to {new_url!r}: not a WebSocket URL") from None
+        if self.target.secure and not target.secure:
+            raise refuse(f"redirect to {new_url!r} not followed: wss:// for ws://")
+        old = self.target
+        if (old.secure, old.host, old.port) != (
+            target.secure,
+            target.host,
+            target.port,
+        ):
+            self.unix_socket = None  # another server
+        self.url, self.target = new_url, target
 
 
 class Client(Base):
@@ -152,7 +168,6 @@ class Client(Base):
         unix_socket: Optional[str] = None,
         proxy: ProxyArg = True,
     ) -> None:
-        target = parse_url(url)
         if isinstance(subprotocols, str):
             subprotocols = [subprotocols]
         self.subprotocols: List[str] = list(subprotocols or [])
@@ -171,9 +186,10 @@ class Client(Base):
         )
         extra_headers = _headers(headers)
         deadline = None if open_timeout is None else time.monotonic() + open_timeout
-        redirects = 0
+        route = Route(url, unix_socket)
         while True:
-            self.url = url
+            target = route.target
+            self.url = route.url
             self.host = target.host
             self.port = target.port
             self.path = target.path
@@ -185,29 +201,17 @@ class Client(Base):
                 compression,
                 max_message_size,
             )
-            sock = self._open(target, ssl_context, unix_socket, proxy, deadline)
+            sock = self._open(target, ssl_context, route.unix_socket, proxy, deadline)
             try:
                 conn, self.subprotocol = self._handshake(sock, handshake, deadline)
                 sock.settimeout(None)
                 break
             except ConnectionError as refusal:
                 sock.close()
-                new_url = redirect_target(url, target, refusal)
-                redirects += 1
-                if redirects > MAX_REDIRECTS:
-                    raise ConnectionError(
-                        refusal.status_code,
-                        f"more than {MAX_REDIRECTS} redirects",
-                        refusal.headers,
-                        refusal.body,
-                    ) from None
+                route.follow(refusal)
             except BaseException:
                 sock.close()
                 raise
-            new_target = parse_url(new_url)
-            if not same_origin(target, new_target):
-                unix_socket = None
-            url, target = new_url, new_target
         self._start(sock, Protocol(conn, max_message_size), True)
 
     def _open(
