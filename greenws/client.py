@@ -23,7 +23,7 @@ from .connection import Base
 from .errors import ConnectionError
 from .handshake import ClientHandshake
 from .protocol import Protocol
-from .proxy import Proxy, ProxyArg, choose_proxy, tunnel
+from .proxy import Proxy, ProxyArg, Tunnel, choose_proxy, tunnel
 
 __all__ = ["Client"]
 
@@ -224,13 +224,17 @@ class Client(Base):
     ) -> Any:
         """A socket to the server, through the proxy and TLS if need be."""
         proxy: Optional[Proxy] = None
+        exchange: Optional[Tunnel] = None
         if unix_socket is not None:
             where = unix_socket
             connect: Callable[[Optional[float]], Any] = self._connect_unix(unix_socket)
         else:
             proxy = choose_proxy(proxy_arg, target.secure, target.host, target.port)
             address = (proxy or target).host, (proxy or target).port
-            where = f"proxy {proxy.address}" if proxy else f"{address[0]}:{address[1]}"
+            where = f"{address[0]}:{address[1]}"
+            if proxy is not None:
+                where = f"proxy {proxy.address}"
+                exchange = tunnel(proxy, target.host, target.port)
 
             def connect(timeout: Optional[float]) -> Any:
                 return self.preset.create_connection(address, timeout)
@@ -244,27 +248,31 @@ class Client(Base):
         try:
             if unix_socket is None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if proxy is not None:
-                exchange = tunnel(proxy, target.host, target.port)
+            if exchange is not None:
                 self._converse(
                     sock,
                     exchange.data_to_send,
                     lambda data: exchange.receive_data(data) or None,
                     deadline,
-                    f"the tunnel through proxy {proxy.address}",
+                    f"the tunnel through {where}",
                 )
             if target.secure:
                 context = ssl_context or ssl.create_default_context()
                 sock.settimeout(_remaining(deadline))
                 sock = self.preset.wrap_ssl(context, sock, target.host)
-        except ConnectionError:
+        except socket.timeout:
             sock.close()
-            raise
+            raise ConnectionError(
+                None, f"timed out during the TLS handshake with {target.host}"
+            ) from None
         except (OSError, ssl.SSLError) as exc:
             sock.close()
             raise ConnectionError(
                 None, f"TLS handshake with {target.host} failed: {exc}"
             ) from None
+        except BaseException:  # our ConnectionError included
+            sock.close()
+            raise
         return sock
 
     def _connect_unix(self, path: str) -> Callable[[Optional[float]], Any]:

@@ -155,33 +155,37 @@ class _HTTPConnect(Tunnel):
             while True:
                 event = self._h11.next_event()
                 if event is h11.NEED_DATA:
-                    if not data:  # pragma: no cover - h11 raises first
-                        raise self._error("the proxy closed the connection")
                     return False
                 if event is h11.PAUSED:  # a 2xx answer: the tunnel is open
                     if self._h11.trailing_data[0]:
-                        raise self._error("the proxy sent data before the server")
+                        raise self._error("it sent data before the server")
                     return True
                 if isinstance(event, h11.Response):
                     self._refusal = event
                 elif isinstance(event, h11.Data):
                     self._body += event.data
                     if len(self._body) >= MAX_REFUSAL_BODY:
-                        raise self._error("refused")
+                        raise self._error()
                 elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                    raise self._error("refused")
+                    raise self._error()
         except h11.RemoteProtocolError as exc:
+            if not data and self._refusal is None:
+                raise self._error("it closed the connection without answering")
             raise self._error(f"bad answer: {exc}") from None
 
-    def _error(self, what: str) -> ConnectionError:
+    def _error(self, problem: Optional[str] = None) -> ConnectionError:
+        where = f"proxy {self._proxy.address}"
         response = self._refusal
         if response is None:
-            return ConnectionError(None, f"proxy {self._proxy.address}: {what}")
-        reason = response.reason.decode("latin-1")
+            return ConnectionError(None, f"{where}: {problem}")
+        status = response.status_code
+        message = f"{where} refused the tunnel: {status} "
+        message += response.reason.decode("latin-1")
+        if problem is not None:
+            message += f" ({problem})"
         return ConnectionError(
-            response.status_code,
-            f"proxy {self._proxy.address} {what} the tunnel: "
-            f"{response.status_code} {reason}",
+            status,
+            message,
             [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers],
             bytes(self._body[:MAX_REFUSAL_BODY]),
         )
@@ -212,12 +216,17 @@ class _SOCKS5Connect(Tunnel):
         self._proxy = proxy
         self._buffer = bytearray()
         self._state = "method"
+        for field in (proxy.username, proxy.password):
+            if field is not None and len(field.encode()) > 255:
+                raise ValueError("SOCKS5 usernames and passwords are 255 bytes at most")
         methods = b"\x00\x02" if proxy.username is not None else b"\x00"
         self._out += bytes([5, len(methods)]) + methods
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
             name = host.encode("idna")
+            if len(name) > 255:
+                raise ValueError(f"host name too long for SOCKS5: {host!r}") from None
             address = bytes([3, len(name)]) + name
         else:
             address = bytes([1 if ip.version == 4 else 4]) + ip.packed
