@@ -359,3 +359,37 @@ def test_monkey_patched_program_through_proxy(request, tls, clean_env, runtime,
         assert "Traceback" not in text
     finally:
         server.stop()
+
+
+def test_failed_connections_leave_no_socket_open(tinyproxy, socks5_proxy, tmp_path,
+                                                 clean_env):
+    """Every way of failing closes the socket it opened (an unclosed socket
+    warns when collected)."""
+    import gc
+    import warnings
+
+    silent = std_socket.create_server(("127.0.0.1", 0))
+    attempts = [
+        {"proxy": tinyproxy.url(auth=False)},                       # 407
+        {"proxy": tinyproxy.url(password="wrong")},                  # 401
+        {"proxy": socks5_proxy.url(password="wrong")},               # SOCKS5 auth
+        {"proxy": f"http://127.0.0.1:{silent.getsockname()[1]}",     # timeout
+         "open_timeout": 0.2},
+        {"unix_socket": str(tmp_path / "missing.sock")},
+        {"proxy": "http://" + "u" * 300 + ":p@127.0.0.1:9"},  # fine for HTTP
+    ]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            for options in attempts:
+                options.setdefault("open_timeout", WAIT)
+                with pytest.raises(ConnectionError):
+                    greenws.Client.connect("ws://127.0.0.1:9/", **options)
+            with pytest.raises(ValueError):  # refused before connecting
+                greenws.Client.connect("ws://127.0.0.1:9/",
+                                       proxy="socks5://" + "u" * 300 + ":p@h:1")
+            gc.collect()
+    finally:
+        silent.close()
+    leaks = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not leaks, [str(w.message) for w in leaks]
