@@ -450,6 +450,13 @@ PRESET_NAMES = ["threading", "gevent", "eventlet"]
 
 def pytest_configure(config):
     config.addinivalue_line("filterwarnings", r"ignore:\s*Eventlet is deprecated")
+    # The tests talk to 127.0.0.1 only, and greenws clients take their proxy
+    # from the environment: a proxy set on the machine running them must not
+    # be asked for loopback (tests/test_proxy.py sets its own).
+    for name in ("no_proxy", "NO_PROXY"):
+        os.environ[name] = ",".join(
+            filter(None, [os.environ.get(name), "127.0.0.1,localhost,::1"])
+        )
 
 
 @pytest.fixture(params=PRESET_NAMES)

@@ -40,7 +40,8 @@ def test_host_header_forms(harness, url, host):
         "redirected", create_connection=lambda addr, timeout=None: rt.connect(port),
         wrap_ssl=base.wrap_ssl, **dict(base),
     )
-    task = rt.spawn(greenws.Client.connect, url, preset=fake, open_timeout=2)
+    task = rt.spawn(greenws.Client.connect, url, preset=fake, open_timeout=2,
+                    proxy=None)
     harness.tasks.append(task)
     listener.settimeout(WAIT)
     sock, _ = listener.accept()
