@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import urllib.request
 from typing import List, NamedTuple, Optional, Tuple, Union
 from urllib.parse import unquote, urlsplit
 
@@ -87,6 +86,7 @@ def proxy_for(secure: bool, host: str, port: int) -> Optional[str]:
     ``https_proxy``, then, for ``ws://`` only, ``http_proxy``; upper-case
     names too (lower-case ones win).  ``no_proxy`` is honoured.
     """
+    import urllib.request  # heavy (http.client, email): only when connecting
     if urllib.request.proxy_bypass(f"{_bracketed(host)}:{port}"):
         return None
     proxies = urllib.request.getproxies()
