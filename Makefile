@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 SOURCES := setup.cfg setup.py pyproject.toml greenws/_speedups.c
 
-.PHONY: install test demo bench lint clean browser
+.PHONY: install test demo bench lint clean browser proxy
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,17 @@ browser:
 	    $$SUDO apt-get install -y -q --no-install-recommends chromium; } \
 	  || echo "warning: could not install chromium: tests/test_browser.py will skip"; }
 
-test: $(STAMP) browser
+# Debian's tinyproxy for tests/test_proxy.py (a real HTTP proxy); the tests
+# skip with the reason if it is missing.
+proxy:
+	@command -v tinyproxy >/dev/null 2>&1 || [ -x /usr/bin/tinyproxy ] || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { $$SUDO apt-get update -q && \
+	    $$SUDO apt-get install -y -q --no-install-recommends tinyproxy; } \
+	  || echo "warning: could not install tinyproxy: tests/test_proxy.py will skip"; }
+
+test: $(STAMP) browser proxy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Serves examples/chat on http://127.0.0.1:8000/ and prints that URL.

@@ -5,18 +5,36 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
-from urllib.parse import urlsplit
+from typing import (
+    Any,
+    Callable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
+from urllib.parse import urljoin, urlsplit
 
 from .connection import Base
 from .errors import ConnectionError
 from .handshake import ClientHandshake
 from .protocol import Protocol
+from .proxy import Proxy, ProxyArg, Tunnel, choose_proxy, tunnel
 
 __all__ = ["Client"]
 
 #: Seconds :meth:`Client.connect` may spend opening TCP, TLS and the handshake.
 DEFAULT_OPEN_TIMEOUT = 10.0
+
+#: The redirects a client follows (RFC 9110 15.4), and how many in a row.
+REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
+MAX_REDIRECTS = 10
+
+_R = TypeVar("_R")
 
 HeadersArg = Union[None, Mapping[str, str], Sequence[Tuple[str, str]]]
 
@@ -44,6 +62,11 @@ class Target(NamedTuple):
 def parse_url(url: str) -> Target:
     """Split a WebSocket URL; ``ValueError`` if it is not one."""
     parts = urlsplit(url)
+    if parts.scheme == "ws+unix":
+        raise ValueError(
+            f"ws+unix:// URLs are not supported: {url!r}; connect to "
+            "'ws://localhost/path' with unix_socket='/path/to.sock'"
+        )
     if parts.scheme not in ("ws", "wss", "http", "https"):
         raise ValueError(f"not a WebSocket URL (ws:// or wss://): {url!r}")
     if not parts.hostname:
@@ -61,6 +84,60 @@ def parse_url(url: str) -> Target:
         (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
         host_header,
     )
+
+
+class Route:
+    """Where a client connects, following redirects (shared by both clients).
+
+    ``url``/``target`` is the URL to try, ``unix_socket`` the Unix socket to
+    reach it by (kept for redirects to the same server only).
+    """
+
+    def __init__(self, url: str, unix_socket: Optional[str]) -> None:
+        self.url = url
+        self.target = parse_url(url)
+        self.unix_socket = unix_socket
+        self.redirects = 0
+
+    def follow(self, refusal: ConnectionError) -> None:
+        """Move to where a refused handshake redirects, or re-raise ``refusal``.
+
+        A relative ``Location`` is resolved against the URL; a redirect from
+        ``wss://`` to ``ws://`` (or to something that is not a WebSocket URL),
+        or more than :data:`MAX_REDIRECTS` in a row, raises a
+        :class:`ConnectionError` that keeps the answer.
+        """
+        location = None
+        if refusal.status_code in REDIRECT_STATUSES:
+            location = next(
+                (v for k, v in refusal.headers if k.lower() == "location"), None
+            )
+        if location is None:
+            raise refusal
+        new_url = urljoin(self.url, location.strip())
+
+        def refuse(why: str) -> ConnectionError:
+            return ConnectionError(
+                refusal.status_code, why, refusal.headers, refusal.body
+            )
+
+        self.redirects += 1
+        if self.redirects > MAX_REDIRECTS:
+            raise refuse(f"more than {MAX_REDIRECTS} redirects")
+        try:
+            target = parse_url(new_url)
+        except ValueError:
+            raise refuse(f"redirect to {new_url!r}: not a WebSocket URL") from None
+        if self.target.secure and not target.secure:
+            raise refuse(f"redirect to {new_url!r} not followed: wss:// for ws://")
+        old = self.target
+        if (old.secure, old.host, old.port) != (
+            target.secure,
+            target.host,
+            target.port,
+        ):
+            self.unix_socket = None  # another server
+        self.url, self.target = new_url, target
 
 
 class Client(Base):
@@ -88,13 +165,9 @@ class Client(Base):
         max_queue: Optional[int] = 16,
         compression: bool = True,
         open_timeout: Optional[float] = DEFAULT_OPEN_TIMEOUT,
+        unix_socket: Optional[str] = None,
+        proxy: ProxyArg = True,
     ) -> None:
-        target = parse_url(url)
-        secure = target.secure
-        self.url = url
-        self.host = target.host
-        self.port = target.port
-        self.path = target.path
         if isinstance(subprotocols, str):
             subprotocols = [subprotocols]
         self.subprotocols: List[str] = list(subprotocols or [])
@@ -111,70 +184,149 @@ class Client(Base):
             selector_class=selector_class,
             lock_class=lock_class,
         )
-        handshake = ClientHandshake(
-            target.host_header,
-            self.path,
-            self.subprotocols,
-            _headers(headers),
-            compression,
-            max_message_size,
-        )
+        extra_headers = _headers(headers)
         deadline = None if open_timeout is None else time.monotonic() + open_timeout
-        sock = self._open(secure, ssl_context, open_timeout)
-        try:
-            conn, self.subprotocol = self._handshake(sock, handshake, deadline)
-            sock.settimeout(None)
-        except BaseException:
-            sock.close()
-            raise
+        route = Route(url, unix_socket)
+        while True:
+            target = route.target
+            self.url = route.url
+            self.host = target.host
+            self.port = target.port
+            self.path = target.path
+            handshake = ClientHandshake(
+                target.host_header,
+                self.path,
+                self.subprotocols,
+                extra_headers,
+                compression,
+                max_message_size,
+            )
+            sock = self._open(target, ssl_context, route.unix_socket, proxy, deadline)
+            try:
+                conn, self.subprotocol = self._handshake(sock, handshake, deadline)
+                sock.settimeout(None)
+                break
+            except ConnectionError as refusal:
+                sock.close()
+                route.follow(refusal)
+            except BaseException:
+                sock.close()
+                raise
         self._start(sock, Protocol(conn, max_message_size), True)
 
     def _open(
         self,
-        secure: bool,
+        target: Target,
         ssl_context: Optional[ssl.SSLContext],
-        timeout: Optional[float],
+        unix_socket: Optional[str],
+        proxy_arg: ProxyArg,
+        deadline: Optional[float],
     ) -> Any:
-        preset = self.preset
+        """A socket to the server, through the proxy and TLS if need be."""
+        proxy: Optional[Proxy] = None
+        exchange: Optional[Tunnel] = None
+        if unix_socket is not None:
+            where = unix_socket
+            connect: Callable[[Optional[float]], Any] = self._connect_unix(unix_socket)
+        else:
+            proxy = choose_proxy(proxy_arg, target.secure, target.host, target.port)
+            address = (proxy or target).host, (proxy or target).port
+            where = f"{address[0]}:{address[1]}"
+            if proxy is not None:
+                where = f"proxy {proxy.address}"
+                exchange = tunnel(proxy, target.host, target.port)
+
+            def connect(timeout: Optional[float]) -> Any:
+                return self.preset.create_connection(address, timeout)
+
         try:
-            sock = preset.create_connection((self.host, self.port), timeout)
+            sock = connect(_remaining(deadline))
         except socket.timeout:
-            raise ConnectionError(
-                None, f"timed out connecting to {self.host}:{self.port}"
-            )
+            raise ConnectionError(None, f"timed out connecting to {where}") from None
         except OSError as exc:
-            raise ConnectionError(
-                None, f"cannot connect to {self.host}:{self.port}: {exc}"
-            )
+            raise ConnectionError(None, f"cannot connect to {where}: {exc}") from None
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if secure:
+            if unix_socket is None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if exchange is not None:
+                self._converse(
+                    sock,
+                    exchange.data_to_send,
+                    lambda data: exchange.receive_data(data) or None,
+                    deadline,
+                    f"the tunnel through {where}",
+                )
+            if target.secure:
                 context = ssl_context or ssl.create_default_context()
-                sock = preset.wrap_ssl(context, sock, self.host)
+                sock.settimeout(_remaining(deadline))
+                sock = self.preset.wrap_ssl(context, sock, target.host)
+        except socket.timeout:
+            sock.close()
+            raise ConnectionError(
+                None, f"timed out during the TLS handshake with {target.host}"
+            ) from None
         except (OSError, ssl.SSLError) as exc:
             sock.close()
-            raise ConnectionError(None, f"TLS handshake with {self.host} failed: {exc}")
+            raise ConnectionError(
+                None, f"TLS handshake with {target.host} failed: {exc}"
+            ) from None
+        except BaseException:  # our ConnectionError included
+            sock.close()
+            raise
         return sock
+
+    def _connect_unix(self, path: str) -> Callable[[Optional[float]], Any]:
+        def connect(timeout: Optional[float]) -> Any:
+            sock = self.preset.socket_class(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(path)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+
+        return connect
 
     def _handshake(
         self, sock: Any, handshake: ClientHandshake, deadline: Optional[float]
     ) -> Tuple[Any, Optional[str]]:
+        request = [handshake.request_bytes]
+        conn, subprotocol, _ = self._converse(
+            sock,
+            lambda: request.pop() if request else b"",
+            handshake.receive_data,
+            deadline,
+            "the WebSocket handshake",
+        )
+        return conn, subprotocol
+
+    def _converse(
+        self,
+        sock: Any,
+        outgoing: Callable[[], bytes],
+        receive: Callable[[bytes], Optional[_R]],
+        deadline: Optional[float],
+        during: str,
+    ) -> _R:
+        """Send what ``outgoing()`` has, feed the answer to ``receive`` until it
+        returns something; all before ``deadline``."""
         try:
-            sock.sendall(handshake.request_bytes)
             while True:
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise socket.timeout()
-                    sock.settimeout(remaining)
-                result = handshake.receive_data(sock.recv(self.receive_bytes or 4096))
+                data = outgoing()
+                if data:
+                    sock.settimeout(_remaining(deadline))
+                    sock.sendall(data)
+                sock.settimeout(_remaining(deadline))
+                result = receive(sock.recv(self.receive_bytes or 4096))
                 if result is not None:
-                    conn, subprotocol, _ = result
-                    return conn, subprotocol
+                    return result
         except socket.timeout:
-            raise ConnectionError(None, "timed out during the WebSocket handshake")
+            raise ConnectionError(None, f"timed out during {during}") from None
         except (OSError, ssl.SSLError) as exc:
-            raise ConnectionError(None, f"connection lost during the handshake: {exc}")
+            raise ConnectionError(
+                None, f"connection lost during {during}: {exc}"
+            ) from None
 
     @classmethod
     def connect(
@@ -199,9 +351,19 @@ class Client(Base):
             system's trusted CAs, hostname checked).
         :param options: keyword-only extras: ``preset``, ``lock_class``,
             ``ping_timeout``, ``close_timeout``, ``max_queue``,
-            ``compression``, ``open_timeout`` (seconds, default 10).
-        :raises ConnectionError: the server refused the handshake
-            (``status_code`` is its HTTP status) or could not be reached in time.
+            ``compression``, ``open_timeout`` (seconds for everything up to
+            the open connection, default 10); ``unix_socket`` (a path: the
+            connection goes there, the URL gives ``Host`` and the path);
+            ``proxy`` (``True``, the default: from the environment, see
+            :func:`greenws.proxy.proxy_for`; a ``http://[user:pass@]host:port``
+            or ``socks5://[user:pass@]host:port`` URL; ``None``: direct).
+
+        Redirects (301, 302, 303, 307, 308) are followed, at most 10 in a
+        row, never from ``wss://`` to ``ws://``; ``url`` is then the last one.
+
+        :raises ConnectionError: the server or the proxy refused (``status_code``
+            is its HTTP status, ``headers`` and ``body`` its answer's) or could
+            not be reached in time.
         """
         return cls(
             url,
@@ -216,3 +378,13 @@ class Client(Base):
             selector_class,
             **options,
         )
+
+
+def _remaining(deadline: Optional[float]) -> Optional[float]:
+    """Seconds left before ``deadline`` (``socket.timeout`` if none)."""
+    if deadline is None:
+        return None
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise socket.timeout()
+    return remaining

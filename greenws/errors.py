@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
+#: How much of a refused handshake's response body a client keeps.
+MAX_REFUSAL_BODY = 64 * 1024
+
 __all__ = ["GreenWSError", "ConnectionError", "ConnectionClosed", "HandshakeError"]
 
 StartResponse = Callable[..., Any]
@@ -23,13 +26,23 @@ class GreenWSError(RuntimeError):
 class ConnectionError(GreenWSError):  # noqa: A001 - simple-websocket's name
     """The connection could not be opened.
 
-    ``status_code`` is the HTTP status the server answered the handshake with,
-    or ``None`` when no HTTP answer was received (refused, unreachable, timed
-    out, not a WebSocket server).
+    ``status_code`` is the HTTP status the server (or a proxy on the way)
+    answered the handshake with, or ``None`` when no HTTP answer was received
+    (refused, unreachable, timed out, not a WebSocket server).  ``headers``
+    (a list of ``(name, value)`` pairs) and ``body`` (its first 64 KiB) are
+    that answer's, empty without one.
     """
 
-    def __init__(self, status_code: Optional[int] = None, message: str = "") -> None:
+    def __init__(
+        self,
+        status_code: Optional[int] = None,
+        message: str = "",
+        headers: Iterable[Tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> None:
         self.status_code = status_code
+        self.headers: List[Tuple[str, str]] = list(headers)
+        self.body = body
         text = f"Connection error: {status_code}"
         if message:
             text += f" ({message})"
@@ -59,14 +72,9 @@ class HandshakeError(ConnectionError):
         message: str,
         headers: Iterable[Tuple[str, str]] = (),
     ) -> None:
-        super().__init__(status_code, message)
+        # The body is the plain-text reason sent with the refusal.
+        super().__init__(status_code, message, headers, (message + "\n").encode())
         self.reason_text = message
-        self.headers: List[Tuple[str, str]] = list(headers)
-
-    @property
-    def body(self) -> bytes:
-        """The plain-text body sent with the refusal."""
-        return (self.reason_text + "\n").encode("utf-8")
 
     def __call__(self, environ: object, start_response: StartResponse) -> List[bytes]:
         from http import HTTPStatus

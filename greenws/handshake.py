@@ -20,7 +20,7 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from .compression import BoundedDeflate
-from .errors import ConnectionError, HandshakeError
+from .errors import MAX_REFUSAL_BODY, ConnectionError, HandshakeError
 
 __all__ = ["accept_request", "ClientHandshake"]
 
@@ -109,7 +109,10 @@ class ClientHandshake:
         max_message_size: Optional[int] = None,
     ) -> None:
         self._handshake = H11Handshake(ConnectionType.CLIENT)
+        # A refusal's status, headers and body, kept for its ConnectionError.
         self._status: Optional[int] = None
+        self._headers: List[Tuple[str, str]] = []
+        self._body = bytearray()
         self.request_bytes = self._handshake.send(
             Request(
                 host=host,
@@ -130,7 +133,8 @@ class ClientHandshake:
         Returns ``None`` while more are needed, then the open connection, the
         subprotocol the server chose and any bytes that followed the response
         (already handed to the connection).  A refusal raises
-        :class:`ConnectionError` with the server's HTTP status.
+        :class:`ConnectionError` with the server's HTTP status, headers and
+        body (once the body is complete, or its first 64 KiB arrived).
         """
         try:
             self._handshake.receive_data(data or None)
@@ -141,12 +145,23 @@ class ClientHandshake:
                     return conn, event.subprotocol, b""
                 if isinstance(event, RejectConnection):
                     self._status = event.status_code
+                    self._headers = [
+                        (k.decode("latin-1"), v.decode("latin-1"))
+                        for k, v in event.headers
+                    ]
                     if not event.has_body:
-                        raise ConnectionError(event.status_code, "handshake refused")
-                elif isinstance(event, RejectData) and event.body_finished:
-                    raise ConnectionError(self._status, "handshake refused")
+                        raise self._refusal("handshake refused")
+                elif isinstance(event, RejectData):
+                    self._body += event.data
+                    if event.body_finished or len(self._body) >= MAX_REFUSAL_BODY:
+                        raise self._refusal("handshake refused")
         except RemoteProtocolError as exc:
-            raise ConnectionError(self._status, f"bad handshake response: {exc}")
+            raise self._refusal(f"bad handshake response: {exc}")
         if not data:
-            raise ConnectionError(self._status, "server closed during the handshake")
+            raise self._refusal("server closed during the handshake")
         return None
+
+    def _refusal(self, message: str) -> ConnectionError:
+        return ConnectionError(
+            self._status, message, self._headers, bytes(self._body[:MAX_REFUSAL_BODY])
+        )

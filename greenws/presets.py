@@ -51,6 +51,7 @@ class Preset(Mapping[str, Any]):
         create_connection: Callable[..., Any] = socket.create_connection,
         wrap_ssl: Optional[Callable[..., Any]] = None,
         readiness: Optional[Callable[[Any], Any]] = None,
+        socket_class: Any = socket.socket,
     ) -> None:
         self.name = name
         self._classes: Dict[str, Any] = {
@@ -68,6 +69,9 @@ class Preset(Mapping[str, Any]):
         #: none does; others (threads) read in the thread that receives, and
         #: in a reader thread per connection while none does.
         self.readiness = readiness
+        #: The socket class that cooperates with the hub (a client's Unix
+        #: domain socket is made with it).
+        self.socket_class = socket_class
 
     def __getitem__(self, key: str) -> Any:
         return self._classes[key]
@@ -96,6 +100,7 @@ class Preset(Mapping[str, Any]):
             create_connection=self.create_connection,
             wrap_ssl=self.wrap_ssl,
             readiness=self.readiness,
+            socket_class=self.socket_class,
             **merged,
         )
 
@@ -213,6 +218,7 @@ def _make_gevent() -> Preset:
         create_connection=gevent.socket.create_connection,
         wrap_ssl=wrap_ssl,
         readiness=GeventReadiness,
+        socket_class=gevent.socket.socket,
     )
 
 
@@ -473,6 +479,7 @@ def _make_eventlet() -> Preset:
         create_connection=eventlet.green.socket.create_connection,
         wrap_ssl=wrap_ssl,
         readiness=EventletReadiness,
+        socket_class=eventlet.green.socket.socket,
     )
 
 

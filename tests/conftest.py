@@ -450,6 +450,13 @@ PRESET_NAMES = ["threading", "gevent", "eventlet"]
 
 def pytest_configure(config):
     config.addinivalue_line("filterwarnings", r"ignore:\s*Eventlet is deprecated")
+    # The tests talk to 127.0.0.1 only, and greenws clients take their proxy
+    # from the environment: a proxy set on the machine running them must not
+    # be asked for loopback (tests/test_proxy.py sets its own).
+    for name in ("no_proxy", "NO_PROXY"):
+        os.environ[name] = ",".join(
+            filter(None, [os.environ.get(name), "127.0.0.1,localhost,::1"])
+        )
 
 
 @pytest.fixture(params=PRESET_NAMES)
@@ -502,3 +509,53 @@ def pick(pair, role):
 # ===========================================================================
 # End of section 1.
 # ===========================================================================
+
+
+# ===========================================================================
+# Section 2: real servers started once per test session.
+# ===========================================================================
+
+
+@pytest.fixture(scope="session")
+def tls():
+    """(server, client) SSL contexts: a certificate for localhost and
+    127.0.0.1 from a CA made here, which the client context trusts."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx
+
+
+@pytest.fixture(scope="session")
+def tinyproxy(tmp_path_factory):
+    """Debian's tinyproxy with Basic auth (``make test`` installs it)."""
+    import shutil
+
+    from servers import ProxyServer
+
+    executable = shutil.which("tinyproxy") or (
+        "/usr/bin/tinyproxy" if os.path.exists("/usr/bin/tinyproxy") else None
+    )
+    if executable is None:
+        pytest.skip("tinyproxy is not installed (`make proxy` installs it)")
+    server = ProxyServer.tinyproxy(executable, tmp_path_factory.mktemp("tinyproxy"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def socks5_proxy():
+    """A SOCKS5 server with username/password auth (the pproxy package)."""
+    pytest.importorskip("pproxy", reason="pproxy (a test extra) is not installed")
+    from servers import ProxyServer
+
+    server = ProxyServer.socks5()
+    yield server
+    server.stop()

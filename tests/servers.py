@@ -89,10 +89,27 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
     raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
 
 
+def wait_for_unix(path: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Like :func:`wait_for_port`, for a Unix domain socket."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early with {proc.returncode}")
+        with socket.socket(socket.AF_UNIX) as sock:
+            try:
+                sock.connect(path)
+                return
+            except OSError:
+                pass
+        time.sleep(0.05)  # polling a path: there is no event to wait on
+    raise TimeoutError(f"nothing listening on {path} after {timeout}s")
+
+
 class HostedServer:
     """One server process serving ``tests/apps/<module>.py`` (echo_app by default).
 
-    ``options`` are extra gunicorn command-line options.
+    ``options`` are extra gunicorn command-line options; ``unix`` (gunicorn
+    kinds only) binds that Unix socket path instead of a port.
     """
 
     def __init__(
@@ -101,9 +118,11 @@ class HostedServer:
         env: Optional[dict] = None,
         options: Optional[List[str]] = None,
         module: str = "echo_app",
+        unix: Optional[str] = None,
     ) -> None:
         self.kind = kind
         self.module = module
+        self.unix = unix
         self.options = options or []
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
@@ -119,7 +138,10 @@ class HostedServer:
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_for_port(self.port, self.proc)
+            if unix is None:
+                wait_for_port(self.port, self.proc)
+            else:
+                wait_for_unix(unix, self.proc)
         except BaseException:
             self.stop()
             raise
@@ -136,7 +158,7 @@ class HostedServer:
                 "-w",
                 "1",
                 "-b",
-                f"127.0.0.1:{self.port}",
+                f"unix:{self.unix}" if self.unix else f"127.0.0.1:{self.port}",
                 "--timeout",
                 "120",
                 "--graceful-timeout",
@@ -255,3 +277,68 @@ def serving(args: List[str], port: int, cwd: Path = ROOT) -> Iterator[Proc]:
         yield proc
     finally:
         proc.kill()
+
+
+class ProxyServer:
+    """A proxy server process on 127.0.0.1 that needs a username and password.
+
+    :meth:`tinyproxy` starts Debian's tinyproxy (HTTP ``CONNECT``, Basic auth)
+    from a config written in ``directory``; :meth:`socks5` starts pproxy as a
+    SOCKS5 server.  ``url()`` is the proxy URL, with credentials unless
+    ``auth=False``, or with others given.  Stopped by its PID with
+    :meth:`stop`.
+    """
+
+    USER = "greenws"
+    PASSWORD = "s3cret"
+
+    def __init__(self, scheme: str, command: List[str], port: int) -> None:
+        self.scheme = scheme
+        self.port = port
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(command, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, self.proc, timeout=15)
+        except BaseException:
+            self.stop()
+            raise
+
+    @classmethod
+    def tinyproxy(cls, executable: str, directory: Path) -> ProxyServer:
+        port = free_port()
+        config = directory / "tinyproxy.conf"
+        config.write_text(
+            f"Port {port}\nListen 127.0.0.1\nTimeout 30\nLogLevel Info\n"
+            "MaxClients 100\nAllow 127.0.0.1\nDisableViaHeader Yes\n"
+            f"BasicAuth {cls.USER} {cls.PASSWORD}\n"
+        )
+        return cls("http", [executable, "-d", "-c", str(config)], port)
+
+    @classmethod
+    def socks5(cls) -> ProxyServer:
+        port = free_port()
+        # --auth 0: check the credentials of every connection (pproxy would
+        # otherwise trust an address that once logged in).
+        listen = f"socks5://127.0.0.1:{port}#{cls.USER}:{cls.PASSWORD}"
+        return cls("socks5", [sys.executable, "-m", "pproxy", "-l", listen,
+                              "--auth", "0"], port)
+
+    def url(self, auth: bool = True, user: str = USER, password: str = PASSWORD,
+            scheme: Optional[str] = None) -> str:
+        credentials = f"{user}:{password}@" if auth else ""
+        return f"{scheme or self.scheme}://{credentials}127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()

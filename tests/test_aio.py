@@ -10,6 +10,7 @@ left behind.
 
 import asyncio
 import logging
+import os
 import ssl
 import subprocess
 import sys
@@ -901,3 +902,104 @@ def test_a_ping_flood_from_a_peer_that_does_not_read_stays_bounded():
         assert state["buffered"] <= state["high"] + 65536
 
     run(body, timeout=30)
+
+
+# -- Unix sockets, refusals, redirects, proxies (greenws.client's, shared) ------
+
+
+def test_client_over_a_unix_socket(tmp_path):
+    from websockets.asyncio.server import unix_serve
+
+    path = str(tmp_path / "ws.sock")
+    seen = {}
+
+    def process_request(connection, request):
+        seen.update(path=request.path, host=request.headers["Host"])
+
+    async def body():
+        async with unix_serve(_ws_echo, path, process_request=process_request):
+            async with await AioClient.connect("ws://example.test/u?x=1",
+                                               unix_socket=path) as ws:
+                await ws.send("unix")
+                assert await ws.receive() == "unix"
+        with pytest.raises(ConnectionError, match="ws.sock"):
+            await AioClient.connect("ws://localhost/", unix_socket=path)
+
+    run(body)
+    assert seen == {"path": "/u?x=1", "host": "example.test"}
+
+
+def test_client_refusal_headers_body_and_redirects():
+    paths = []
+
+    def process_request(connection, request):
+        if request.path == "/deny":
+            response = connection.respond(403, "not you\n")
+            response.headers["X-Why"] = "quota"
+            return response
+        if request.path in ("/old", "/loop"):
+            response = connection.respond(307, "")
+            response.headers["Location"] = "new" if request.path == "/old" else "/loop"
+            return response
+        paths.append(request.path)
+        return None
+
+    async def body():
+        async with ws_serve(_ws_echo, "127.0.0.1", 0,
+                            process_request=process_request) as server:
+            base = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            with pytest.raises(ConnectionError) as info:
+                await AioClient.connect(f"{base}/deny")
+            assert info.value.status_code == 403
+            assert ("x-why", "quota") in info.value.headers
+            assert info.value.body == b"not you\n"
+            async with await AioClient.connect(f"{base}/old") as ws:
+                assert ws.url == f"{base}/new"
+                await ws.send("moved")
+                assert await ws.receive() == "moved"
+            with pytest.raises(ConnectionError, match="more than 10") as info:
+                await AioClient.connect(f"{base}/loop")
+            assert info.value.status_code == 307
+
+    run(body)
+    assert paths == ["/new"]
+
+
+def test_client_through_http_and_socks5_proxies(tinyproxy, socks5_proxy, tls,
+                                                monkeypatch):
+    server_ctx, client_ctx = tls
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    remotes = []
+
+    def process_request(connection, request):
+        remotes.append(connection.remote_address[1])
+
+    async def echo_through(url, **options):
+        async with await AioClient.connect(url, ssl_context=client_ctx,
+                                           **options) as ws:
+            await ws.send("through")
+            assert await ws.receive() == "through"
+            local = ws._driver.transport.get_extra_info("sockname")[1]
+        assert remotes[-1] != local  # the server saw the proxy
+
+    async def body():
+        async with ws_serve(_ws_echo, "127.0.0.1", 0,
+                            process_request=process_request) as plain, \
+                ws_serve(_ws_echo, "127.0.0.1", 0, ssl=server_ctx,
+                         process_request=process_request) as secure:
+            ws_url = f"ws://127.0.0.1:{plain.sockets[0].getsockname()[1]}/"
+            wss_url = f"wss://127.0.0.1:{secure.sockets[0].getsockname()[1]}/"
+            await echo_through(ws_url, proxy=tinyproxy.url())
+            await echo_through(wss_url, proxy=tinyproxy.url())
+            await echo_through(ws_url, proxy=socks5_proxy.url())
+            await echo_through(wss_url, proxy=socks5_proxy.url(scheme="socks5h"))
+            monkeypatch.setenv("WSS_PROXY", tinyproxy.url())
+            await echo_through(wss_url)
+            with pytest.raises(ConnectionError) as info:
+                await AioClient.connect(ws_url, proxy=tinyproxy.url(auth=False))
+            assert info.value.status_code == 407
+            assert b"Proxy Authentication Required" in info.value.body
+
+    run(body)

@@ -5,7 +5,6 @@ import ssl
 import time
 
 import pytest
-import trustme
 from conftest import WAIT, read_http_head
 from websockets.exceptions import ConnectionClosed as WSClosed
 from websockets.sync.server import serve
@@ -41,7 +40,8 @@ def test_host_header_forms(harness, url, host):
         "redirected", create_connection=lambda addr, timeout=None: rt.connect(port),
         wrap_ssl=base.wrap_ssl, **dict(base),
     )
-    task = rt.spawn(greenws.Client.connect, url, preset=fake, open_timeout=2)
+    task = rt.spawn(greenws.Client.connect, url, preset=fake, open_timeout=2,
+                    proxy=None)
     harness.tasks.append(task)
     listener.settimeout(WAIT)
     sock, _ = listener.accept()
@@ -177,13 +177,37 @@ def test_client_answers_server_close(harness):
 
 
 class WSServer:
-    """A websockets sync server in a thread, echoing; /close/<code> closes."""
+    """A websockets sync server in a thread, echoing; /close/<code> closes.
 
-    def __init__(self, rt, ssl_context=None):
+    Close the clients before :meth:`stop`: it waits for their closing
+    handshakes in a way that blocks a gevent or eventlet hub.
+
+    ``unix_path`` serves on that Unix socket instead of 127.0.0.1;
+    ``redirects`` maps a path to ``(status, Location)`` answers.  ``requests``
+    keeps every handshake request (path and headers) the server accepted,
+    ``remotes`` the address each came from.
+    """
+
+    def __init__(self, rt, ssl_context=None, unix_path=None, redirects=None):
+        from websockets.sync.server import unix_serve
+
         self.rt = rt
         self.closes = []
+        self.requests = []
+        self.remotes = []
+        redirects = redirects or {}
+
+        def process_request(conn, request):
+            if request.path in redirects:
+                status, location = redirects[request.path]
+                response = conn.respond(status, "moved\n")
+                response.headers["Location"] = location
+                return response
+            return None
 
         def handler(conn):
+            self.requests.append(conn.request)
+            self.remotes.append(conn.remote_address)
             path = conn.request.path
             if path.startswith("/close/"):
                 conn.recv()
@@ -196,9 +220,14 @@ class WSServer:
                 pass
             self.closes.append((conn.close_code, conn.close_reason))
 
-        self.server = serve(handler, "127.0.0.1", 0, ssl=ssl_context,
-                            max_size=None, compression="deflate")
-        self.port = self.server.socket.getsockname()[1]
+        options = dict(ssl=ssl_context, max_size=None, compression="deflate",
+                       process_request=process_request)
+        if unix_path is None:
+            self.server = serve(handler, "127.0.0.1", 0, **options)
+            self.port = self.server.socket.getsockname()[1]
+        else:
+            self.server = unix_serve(handler, str(unix_path), **options)
+            self.port = None
         self.thread = rt.spawn_thread(self.server.serve_forever)
 
     def stop(self):
@@ -211,17 +240,6 @@ def wsserver(rt):
     server = WSServer(rt)
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def tls():
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    return server_ctx, client_ctx
 
 
 def _exchange(client):
@@ -387,3 +405,200 @@ def test_timed_receive_over_tls_keeps_its_timeout(harness, rt, tls):
     finally:
         release.set()
         server.get()
+
+
+# -- Unix domain sockets ----------------------------------------------------------
+
+
+def test_unix_socket_against_websockets_server(harness, rt, tmp_path):
+    path = tmp_path / "ws.sock"
+    server = WSServer(rt, unix_path=path)
+    try:
+        client = greenws.Client.connect("ws://example.test/chat?room=1",
+                                        unix_socket=str(path), preset=rt.preset,
+                                        open_timeout=WAIT)
+        harness.connections.append(client)
+        assert client.sock.family == std_socket.AF_UNIX
+        _exchange(client)
+        client.close()
+        assert rt.wait_until(lambda: server.closes)
+        assert server.closes == [(1000, "")]
+        request = server.requests[0]
+        assert request.path == "/chat?room=1"
+        assert request.headers["Host"] == "example.test"
+    finally:
+        server.stop()
+
+
+def test_unix_socket_never_goes_through_a_proxy(harness, rt, tmp_path, monkeypatch):
+    monkeypatch.setenv("ws_proxy", "http://127.0.0.1:9")  # nothing listens there
+    path = tmp_path / "ws.sock"
+    server = WSServer(rt, unix_path=path)
+    try:
+        client = greenws.Client.connect("ws://localhost/", unix_socket=str(path),
+                                        preset=rt.preset, open_timeout=WAIT)
+        harness.connections.append(client)
+        client.send("hi")
+        assert client.receive(timeout=WAIT) == "hi"
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_unix_socket_missing_is_connection_error(rt, tmp_path):
+    path = tmp_path / "nobody.sock"
+    with pytest.raises(ConnectionError) as info:
+        greenws.Client.connect("ws://localhost/", unix_socket=str(path),
+                               preset=rt.preset, open_timeout=WAIT)
+    assert info.value.status_code is None
+    assert str(path) in str(info.value)
+
+
+def test_unix_socket_behind_gunicorn(tmp_path):
+    from servers import HostedServer
+
+    path = str(tmp_path / "gunicorn.sock")
+    server = HostedServer("gunicorn-gthread", unix=path)
+    try:
+        with greenws.Client.connect("ws://localhost/echo", unix_socket=path,
+                                    subprotocols=["chat"],
+                                    open_timeout=WAIT) as client:
+            assert client.subprotocol == "chat"
+            client.send("over unix")
+            assert client.receive(timeout=WAIT) == "over unix"
+    finally:
+        server.stop_and_check()
+
+
+def test_ws_unix_url_says_what_to_use():
+    with pytest.raises(ValueError, match="unix_socket="):
+        greenws.Client.connect("ws+unix:///tmp/x.sock")
+
+
+# -- a refusal's headers and body -------------------------------------------------
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "until-close"])
+def test_refusal_carries_headers_and_body(harness, rt, framing):
+    task, sock = _connecting_client(harness, rt)
+    body = b"go away\n" * 3
+    head = "HTTP/1.1 403 Forbidden\r\nX-Why: quota\r\nContent-Type: text/plain\r\n"
+    if framing == "length":
+        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    elif framing == "chunked":
+        sock.sendall(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode()
+                     + b"8\r\ngo away\n\r\n10\r\ngo away\ngo away\n\r\n0\r\n\r\n")
+    else:
+        sock.sendall(f"{head}Connection: close\r\n\r\n".encode() + body)
+        sock.close()
+    with pytest.raises(ConnectionError) as info:
+        task.get()
+    exc = info.value
+    assert exc.status_code == 403
+    assert ("X-Why", "quota") in [(k.title(), v) for k, v in exc.headers]
+    assert exc.body == body
+
+
+def test_refusal_body_is_cut_at_64_kib_without_waiting_for_the_rest(harness, rt):
+    task, sock = _connecting_client(harness, rt)
+    sock.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: 1000000\r\n\r\n"
+                 + b"x" * 70_000)  # and the rest never comes
+    with pytest.raises(ConnectionError) as info:
+        task.get()
+    assert info.value.status_code == 500
+    assert info.value.body == b"x" * 65536
+
+
+def test_refusal_without_body(harness, rt):
+    task, sock = _connecting_client(harness, rt)
+    sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(ConnectionError) as info:
+        task.get()
+    assert (info.value.status_code, info.value.body) == (404, b"")
+
+
+# -- redirects --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirect_followed(harness, rt, status):
+    hops = {"/old": (status, "/new?x=1")}  # relative Location
+    server = WSServer(rt, redirects=hops)
+    try:
+        client = greenws.Client.connect(f"ws://127.0.0.1:{server.port}/old",
+                                        preset=rt.preset, open_timeout=WAIT)
+        harness.connections.append(client)
+        client.send("moved")
+        assert client.receive(timeout=WAIT) == "moved"
+        assert client.url == f"ws://127.0.0.1:{server.port}/new?x=1"
+        assert client.path == "/new?x=1"
+        assert [r.path for r in server.requests] == ["/new?x=1"]
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_redirect_to_another_server_and_ten_in_a_row(harness, rt):
+    target = WSServer(rt)
+    hops = {f"/{n}": (302, f"/{n + 1}") for n in range(9)}
+    hops["/9"] = (307, f"ws://localhost:{target.port}/final")
+    hops["/loop"] = (302, "/loop")
+    server = WSServer(rt, redirects=hops)
+    try:
+        client = greenws.Client.connect(f"ws://127.0.0.1:{server.port}/0",
+                                        preset=rt.preset, open_timeout=WAIT)
+        harness.connections.append(client)
+        assert (client.host, client.port) == ("localhost", target.port)
+        client.send("far")
+        assert client.receive(timeout=WAIT) == "far"
+        assert target.requests[0].headers["Host"] == f"localhost:{target.port}"
+        client.close()
+        with pytest.raises(ConnectionError, match="more than 10 redirects") as info:
+            greenws.Client.connect(f"ws://127.0.0.1:{server.port}/loop",
+                                   preset=rt.preset, open_timeout=WAIT)
+        assert info.value.status_code == 302
+        assert dict(info.value.headers)["location"] == "/loop"
+    finally:
+        server.stop()
+        target.stop()
+
+
+def test_redirect_from_wss_to_ws_refused(rt, tls):
+    server_ctx, client_ctx = tls
+    plain = WSServer(rt)
+    server = WSServer(rt, server_ctx,
+                      redirects={"/": (301, f"ws://localhost:{plain.port}/")})
+    try:
+        with pytest.raises(ConnectionError, match="wss:// for ws://") as info:
+            greenws.Client.connect(f"wss://localhost:{server.port}/",
+                                   preset=rt.preset, ssl_context=client_ctx,
+                                   open_timeout=WAIT)
+        assert info.value.status_code == 301
+        assert info.value.body == b"moved\n"
+        assert plain.requests == []
+    finally:
+        server.stop()
+        plain.stop()
+
+
+def test_redirect_on_a_unix_socket_stays_on_it(harness, rt, tmp_path):
+    path = tmp_path / "ws.sock"
+    server = WSServer(rt, unix_path=path, redirects={"/a": (308, "/b")})
+    try:
+        client = greenws.Client.connect("ws://localhost/a", unix_socket=str(path),
+                                        preset=rt.preset, open_timeout=WAIT)
+        harness.connections.append(client)
+        client.send("x")
+        assert client.receive(timeout=WAIT) == "x"
+        assert [r.path for r in server.requests] == ["/b"]
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_redirect_without_location_is_the_refusal(harness, rt):
+    task, sock = _connecting_client(harness, rt)
+    sock.sendall(b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(ConnectionError) as info:
+        task.get()
+    assert info.value.status_code == 302

@@ -281,3 +281,17 @@ def test_injected_gevent_classes_get_the_rest_of_the_gevent_preset():
     assert lock_module.startswith("gevent"), result.stdout
     assert connect_module.startswith("gevent"), result.stdout
     assert name == "gevent"
+
+
+def test_socket_class_is_the_hubs_and_survives_replace():
+    """A client's Unix socket is made with it: it must cooperate with the hub."""
+    import socket
+
+    import eventlet.green.socket
+    import gevent.socket
+
+    assert presets.THREADING.socket_class is socket.socket
+    assert presets.GEVENT.socket_class is gevent.socket.socket
+    assert presets.EVENTLET.socket_class is eventlet.green.socket.socket
+    custom = presets.GEVENT.replace(lock_class=object)
+    assert custom.socket_class is gevent.socket.socket

@@ -693,3 +693,37 @@ def test_close_on_signals_under_eventlet(tmp_path: Path) -> None:
                 ws.recv(timeout=10)
         assert ws.close_code == 1001
         proc.popen.wait(10)
+
+
+# --------------------------------------------------------------------------
+# The client over a Unix socket and through a proxy
+# --------------------------------------------------------------------------
+
+
+@runs("client_unix")
+def test_client_unix_against_gunicorn(tmp_path: Path) -> None:
+    path = str(tmp_path / "app.sock")
+    server = HostedServer("gunicorn-gthread", unix=path)
+    try:
+        client = tmp_path / "client_unix.py"
+        client.write_text(replace_once(example("client_unix"), "/run/app.sock", path))
+        assert run_client(client).splitlines() == ["over a Unix socket"]
+    finally:
+        server.stop_and_check()
+
+
+@runs("client_proxy")
+def test_client_proxy_through_tinyproxy(tmp_path: Path, tinyproxy) -> None:
+    server = HostedServer("gunicorn-gthread")
+    try:
+        code = replace_once(example("client_proxy"), "ws://127.0.0.1:8000/",
+                            f"ws://127.0.0.1:{server.port}/")
+        for password, expected in ((tinyproxy.PASSWORD, "through the proxy"),
+                                   ("wrong", "refused: 401")):
+            client = tmp_path / "client_proxy.py"
+            client.write_text(replace_once(
+                code, "http://user:secret@127.0.0.1:3128",
+                tinyproxy.url(user=tinyproxy.USER, password=password)))
+            assert run_client(client).splitlines() == [expected]
+    finally:
+        server.stop_and_check()

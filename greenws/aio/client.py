@@ -6,10 +6,18 @@ import asyncio
 import ssl
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
-from ..client import DEFAULT_OPEN_TIMEOUT, HeadersArg, _headers, parse_url
+from ..client import (
+    DEFAULT_OPEN_TIMEOUT,
+    HeadersArg,
+    Route,
+    Target,
+    _headers,
+    parse_url,
+)
 from ..errors import ConnectionError
 from ..handshake import ClientHandshake
 from ..protocol import Protocol
+from ..proxy import ProxyArg, Tunnel, choose_proxy, tunnel
 from ..session import Session
 from .connection import DEFAULT_MAX_QUEUE, AioBase
 from .stream import Stream
@@ -69,6 +77,8 @@ class AioClient(AioBase):
         max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
         compression: bool = True,
         open_timeout: Optional[float] = DEFAULT_OPEN_TIMEOUT,
+        unix_socket: Optional[str] = None,
+        proxy: ProxyArg = True,
     ) -> AioClient:
         """Open a WebSocket connection to ``url`` (``ws://`` or ``wss://``).
 
@@ -79,11 +89,14 @@ class AioClient(AioBase):
         :param thread_class, event_class: accepted for simple-websocket's
             signature and ignored (asyncio needs neither).
         Keyword-only extras: ``ping_timeout``, ``close_timeout``,
-        ``max_queue``, ``compression``, ``open_timeout`` (seconds for TCP,
-        TLS and the handshake together; default 10).
+        ``max_queue``, ``compression``, ``open_timeout`` (seconds for
+        everything up to the open connection; default 10), ``unix_socket``
+        and ``proxy`` (as :meth:`greenws.Client.connect`'s).  Redirects are
+        followed as :meth:`greenws.Client.connect` does.
 
-        :raises ConnectionError: the server refused the handshake
-            (``status_code`` is its HTTP status) or could not be reached in time.
+        :raises ConnectionError: the server or the proxy refused
+            (``status_code`` is its HTTP status, ``headers`` and ``body`` its
+            answer's) or could not be reached in time.
         """
         ws = cls(
             url,
@@ -95,22 +108,44 @@ class AioClient(AioBase):
             close_timeout=close_timeout,
             max_queue=max_queue,
         )
-        target = parse_url(url)
-        handshake = ClientHandshake(
-            target.host_header,
-            ws.path,
-            ws.subprotocols,
-            _headers(headers),
-            compression,
-            max_message_size,
-        )
-        context = None
-        if target.secure:
-            context = ssl_context or ssl.create_default_context()
+        route = Route(url, unix_socket)
+        extra_headers = _headers(headers)
+
+        async def open_following_redirects() -> None:
+            while True:
+                target = route.target
+                ws.url, ws.host, ws.port, ws.path = (
+                    route.url,
+                    target.host,
+                    target.port,
+                    target.path,
+                )
+                handshake = ClientHandshake(
+                    target.host_header,
+                    ws.path,
+                    ws.subprotocols,
+                    extra_headers,
+                    compression,
+                    max_message_size,
+                )
+                context = None
+                if target.secure:
+                    context = ssl_context or ssl.create_default_context()
+                transport, opened = await ws._open_connection(
+                    target, handshake, context, route.unix_socket, proxy
+                )
+                try:
+                    await opened
+                    return
+                except ConnectionError as refusal:  # the server's, not a proxy's
+                    transport.abort()
+                    route.follow(refusal)
+                except BaseException:
+                    transport.abort()
+                    raise
+
         try:
-            await asyncio.wait_for(
-                ws._open_connection(handshake, context), open_timeout
-            )
+            await asyncio.wait_for(open_following_redirects(), open_timeout)
         except asyncio.TimeoutError:
             raise ConnectionError(
                 None, f"timed out opening {ws.host}:{ws.port} and its handshake"
@@ -118,31 +153,115 @@ class AioClient(AioBase):
         return ws
 
     async def _open_connection(
-        self, handshake: ClientHandshake, context: Optional[ssl.SSLContext]
-    ) -> None:
+        self,
+        target: Target,
+        handshake: ClientHandshake,
+        context: Optional[ssl.SSLContext],
+        unix_socket: Optional[str],
+        proxy_arg: ProxyArg,
+    ) -> Tuple[Any, asyncio.Future[None]]:
+        """Connect (through the proxy, and TLS) and send the handshake.
+
+        Returns the transport and the future the handshake's answer ends.
+        """
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[None] = loop.create_future()
+        handshaking = _Handshaking(self, handshake, opened)
+        hostname = target.host if context is not None else None
+        proxy = None
+        if unix_socket is None:
+            proxy = choose_proxy(proxy_arg, target.secure, target.host, target.port)
+        where = unix_socket or f"{target.host}:{target.port}"
+        if proxy is not None:
+            where = f"proxy {proxy.address}"
+        transport: Any = None
         try:
-            transport, _ = await loop.create_connection(
-                lambda: _Handshaking(self, handshake, opened),
-                self.host,
-                self.port,
-                ssl=context,
-                server_hostname=self.host if context is not None else None,
-            )
+            if unix_socket is not None:
+                transport, _ = await loop.create_unix_connection(
+                    lambda: handshaking,
+                    unix_socket,
+                    ssl=context,
+                    server_hostname=hostname,
+                )
+            elif proxy is None:
+                transport, _ = await loop.create_connection(
+                    lambda: handshaking,
+                    target.host,
+                    target.port,
+                    ssl=context,
+                    server_hostname=hostname,
+                )
+            else:
+                exchange = tunnel(proxy, target.host, target.port)
+                tunneling = _Tunneling(exchange, loop.create_future())
+                transport, _ = await loop.create_connection(
+                    lambda: tunneling, proxy.host, proxy.port
+                )
+                await tunneling.opened
+                if context is not None:
+                    transport = await loop.start_tls(
+                        transport, handshaking, context, server_hostname=hostname
+                    )
+                else:
+                    transport.set_protocol(handshaking)
+                handshaking.connection_made(transport)
         except ssl.SSLError as exc:
+            if transport is not None:
+                transport.abort()
             raise ConnectionError(
-                None, f"TLS handshake with {self.host} failed: {exc}"
+                None, f"TLS handshake with {target.host} failed: {exc}"
             ) from None
         except OSError as exc:
-            raise ConnectionError(
-                None, f"cannot connect to {self.host}:{self.port}: {exc}"
-            ) from None
-        try:
-            await opened
+            if transport is not None:
+                transport.abort()
+            raise ConnectionError(None, f"cannot connect to {where}: {exc}") from None
         except BaseException:
-            transport.abort()
+            if transport is not None:
+                transport.abort()
             raise
+        return transport, opened
+
+
+class _Tunneling(asyncio.Protocol):
+    """The transport's protocol while a proxy opens the tunnel (see
+    :class:`greenws.proxy.Tunnel`); ``opened`` is done once it is."""
+
+    def __init__(self, exchange: Tunnel, opened: asyncio.Future[None]) -> None:
+        self.exchange = exchange
+        self.opened = opened
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(self.exchange.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        self._feed(data)
+
+    def eof_received(self) -> bool:
+        self._feed(b"")
+        return False
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(
+                ConnectionError(None, f"proxy connection lost: {exc}")
+            )
+
+    def _feed(self, data: bytes) -> None:
+        if self.opened.done():  # pragma: no cover - nothing comes after
+            return
+        try:
+            done = self.exchange.receive_data(data)
+        except ConnectionError as exc:
+            self.opened.set_exception(exc)
+            self.transport.abort()
+            return
+        out = self.exchange.data_to_send()
+        if out:
+            self.transport.write(out)
+        if done:
+            self.opened.set_result(None)
 
 
 class _Handshaking(asyncio.Protocol):
