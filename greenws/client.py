@@ -86,17 +86,26 @@ def parse_url(url: str) -> Target:
     )
 
 
+# Request headers that carry credentials: not sent on to another server.
+_CREDENTIALS = frozenset(("authorization", "cookie"))
+
+
 class Route:
     """Where a client connects, following redirects (shared by both clients).
 
     ``url``/``target`` is the URL to try, ``unix_socket`` the Unix socket to
-    reach it by (kept for redirects to the same server only).
+    reach it by and ``headers`` the extra request headers to send there; the
+    socket, and the credentials among the headers, are kept for redirects to
+    the same server only, so that a redirect cannot hand them to another host.
     """
 
-    def __init__(self, url: str, unix_socket: Optional[str]) -> None:
+    def __init__(
+        self, url: str, unix_socket: Optional[str], headers: HeadersArg = None
+    ) -> None:
         self.url = url
         self.target = parse_url(url)
         self.unix_socket = unix_socket
+        self.headers = _headers(headers)
         self.redirects = 0
 
     def follow(self, refusal: ConnectionError) -> None:
@@ -137,6 +146,9 @@ class Route:
             target.port,
         ):
             self.unix_socket = None  # another server
+            self.headers = [
+                (k, v) for k, v in self.headers if k.lower() not in _CREDENTIALS
+            ]
         self.url, self.target = new_url, target
 
 
@@ -184,9 +196,8 @@ class Client(Base):
             selector_class=selector_class,
             lock_class=lock_class,
         )
-        extra_headers = _headers(headers)
         deadline = None if open_timeout is None else time.monotonic() + open_timeout
-        route = Route(url, unix_socket)
+        route = Route(url, unix_socket, headers)
         while True:
             target = route.target
             self.url = route.url
@@ -197,7 +208,7 @@ class Client(Base):
                 target.host_header,
                 self.path,
                 self.subprotocols,
-                extra_headers,
+                route.headers,
                 compression,
                 max_message_size,
             )

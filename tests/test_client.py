@@ -563,6 +563,27 @@ def test_redirect_to_another_server_and_ten_in_a_row(harness, rt):
         target.stop()
 
 
+def test_redirect_keeps_credentials_on_the_same_server_only(harness, rt):
+    other = WSServer(rt)
+    hops = {"/a": (302, "/b"), "/b": (302, f"ws://localhost:{other.port}/c")}
+    server = WSServer(rt, redirects=hops)
+    headers = {"Authorization": "Bearer s3cret", "Cookie": "sid=1", "X-Trace": "7"}
+    try:
+        client = greenws.Client.connect(f"ws://127.0.0.1:{server.port}/a",
+                                        headers=headers, preset=rt.preset,
+                                        open_timeout=WAIT)
+        harness.connections.append(client)
+        client.send("x")
+        assert client.receive(timeout=WAIT) == "x"  # the handler has run
+        (seen,) = other.requests
+        assert seen.headers["X-Trace"] == "7"
+        assert "Authorization" not in seen.headers and "Cookie" not in seen.headers
+        client.close()
+    finally:
+        server.stop()
+        other.stop()
+
+
 def test_redirect_from_wss_to_ws_refused(rt, tls):
     server_ctx, client_ctx = tls
     plain = WSServer(rt)

@@ -11,7 +11,6 @@ from ..client import (
     HeadersArg,
     Route,
     Target,
-    _headers,
     parse_url,
 )
 from ..errors import ConnectionError
@@ -108,8 +107,7 @@ class AioClient(AioBase):
             close_timeout=close_timeout,
             max_queue=max_queue,
         )
-        route = Route(url, unix_socket)
-        extra_headers = _headers(headers)
+        route = Route(url, unix_socket, headers)
 
         async def open_following_redirects() -> None:
             while True:
@@ -124,7 +122,7 @@ class AioClient(AioBase):
                     target.host_header,
                     ws.path,
                     ws.subprotocols,
-                    extra_headers,
+                    route.headers,
                     compression,
                     max_message_size,
                 )
