@@ -19,6 +19,7 @@ from .connection import Base
 from .errors import ConnectionClosed, ConnectionError, GreenWSError, HandshakeError
 from .registry import close_all, close_all_on_signals
 from .server import Server
+from .session import State
 from .wsgi import WebSocketWSGI, end_response
 
 __version__ = "0.1.0"
@@ -48,6 +49,7 @@ __all__ = [
     "GreenWSError",
     "HandshakeError",
     "Server",
+    "State",
     "WebSocketWSGI",
     "close_all",
     "close_all_on_signals",
