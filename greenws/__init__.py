@@ -17,6 +17,7 @@ from . import presets
 from .client import Client
 from .connection import Base
 from .errors import ConnectionClosed, ConnectionError, GreenWSError, HandshakeError
+from .reconnect import reconnecting
 from .registry import close_all, close_all_on_signals
 from .server import Server
 from .session import State
@@ -55,4 +56,5 @@ __all__ = [
     "close_all_on_signals",
     "end_response",
     "presets",
+    "reconnecting",
 ]

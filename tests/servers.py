@@ -92,7 +92,8 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
 class HostedServer:
     """One server process serving ``tests/apps/<module>.py`` (echo_app by default).
 
-    ``options`` are extra gunicorn command-line options.
+    ``options`` are extra gunicorn command-line options; ``port`` a port to
+    listen on (default: a free one), say to restart a server where it was.
     """
 
     def __init__(
@@ -101,11 +102,12 @@ class HostedServer:
         env: Optional[dict] = None,
         options: Optional[List[str]] = None,
         module: str = "echo_app",
+        port: Optional[int] = None,
     ) -> None:
         self.kind = kind
         self.module = module
         self.options = options or []
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.http_url = f"http://127.0.0.1:{self.port}"
         self._log = tempfile.TemporaryFile()
