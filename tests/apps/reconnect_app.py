@@ -4,7 +4,8 @@ GREENWS_TEST_STATUS=N in the environment: every request is refused with the
 HTTP status N (an overloaded server, one restarting behind a proxy, or one
 that refuses this client).  Otherwise each WebSocket is first sent this
 process's pid; then a message "close N" closes with code N, anything else is
-echoed.
+echoed -- and on the path /bye, the first message echoed is followed by a
+1000 close.
 """
 
 import os
@@ -21,6 +22,9 @@ def handler(ws):
             ws.close(int(message.split()[1]))
             return
         ws.send(message)
+        if ws.environ.get("PATH_INFO") == "/bye":
+            ws.close(1000)
+            return
 
 
 _websocket = greenws.WebSocketWSGI(handler)
