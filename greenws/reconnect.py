@@ -22,6 +22,7 @@ from . import presets as _presets
 from . import registry as _registry
 from .client import Client
 from .errors import ConnectionError
+from .log import logger
 from .protocol import NORMAL_CLOSURE
 
 __all__ = ["reconnecting", "ReconnectingClient", "RETRY_STATUSES"]
@@ -97,11 +98,12 @@ def reconnecting(
         client_options.get("preset"),
         **{key: client_options[key] for key in _CLASS_KEYS if key in client_options},
     )
-    delays: Optional[Iterator[float]] = None
+    delays = backoff_delays(initial_delay, max_delay)
+    wait = 0.0  # none before the first try
     while not _registry.stopping():
-        if delays is not None:
+        if wait:
             # An event nobody sets: the preset's own way to sleep.
-            preset["event_class"]().wait(next(delays))
+            preset["event_class"]().wait(wait)
             if _registry.stopping():
                 return
         try:
@@ -111,17 +113,21 @@ def reconnecting(
         except ConnectionError as exc:
             if exc.status_code not in RETRY_STATUSES:
                 raise
-            if delays is None:
-                delays = backoff_delays(initial_delay, max_delay)
+            wait = next(delays)
+            logger.info("%s: %s; next try in %.2f s", url, exc, wait)
             continue
-        delays = None
+        delays = backoff_delays(initial_delay, max_delay)  # start over
         yield ws
         if ws.connected:
             # The consumer moved on while it was open: it wants another.
             ws.close()
+            wait = 0.0
             continue
         if ws.close_reason == NORMAL_CLOSURE and not getattr(
             ws, "closed_here", False
         ):
             return
-        delays = backoff_delays(initial_delay, max_delay)
+        wait = next(delays)
+        logger.info(
+            "%s: closed with %s; reconnecting in %.2f s", url, ws.close_reason, wait
+        )

@@ -5,6 +5,7 @@ greenws.close_all_on_signals(), so SIGTERM closes its WebSockets with 1001),
 stopped and started again on the same port while the loop runs.
 """
 
+import logging
 import queue
 import signal
 import threading
@@ -73,7 +74,8 @@ class Consumer:
         assert self.events.empty()
 
 
-def test_reconnecting_across_restarts_and_refusals():
+def test_reconnecting_across_restarts_and_refusals(caplog):
+    caplog.set_level(logging.INFO, logger="greenws")
     port = free_port()
     url = f"ws://127.0.0.1:{port}/"
     servers = [start(port)]
@@ -117,6 +119,10 @@ def test_reconnecting_across_restarts_and_refusals():
         servers.append(start(port, status=403))
         assert loop.next() == ("error", 403)
         loop.join()
+        # Each new try is logged, with why.
+        messages = [r.getMessage() for r in caplog.records if r.name == "greenws"]
+        assert any("closed with 1001; reconnecting in" in m for m in messages)
+        assert any("503" in m and "next try in" in m for m in messages)
     finally:
         for server in servers:
             server.stop()
