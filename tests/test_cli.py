@@ -6,6 +6,7 @@ import inspect
 import os
 import queue
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -37,6 +38,7 @@ class EchoServer:
         self.requests = []
         self.closes = []
         self.received = []
+        self._ended = threading.Condition()
         options = dict(
             ssl=ssl_context,
             process_request=self._process_request,
@@ -72,7 +74,16 @@ class EchoServer:
                 conn.send(message)
         except Exception:  # noqa: BLE001 - the close is what the test checks
             pass
-        self.closes.append(conn.close_code)
+        with self._ended:
+            self.closes.append(conn.close_code)
+            self._ended.notify_all()
+
+    def wait_closes(self, count=1):
+        """The close codes, once ``count`` connections have ended (the
+        server's handler may finish after the client has exited)."""
+        with self._ended:
+            assert self._ended.wait_for(lambda: len(self.closes) >= count, WAIT)
+        return self.closes
 
     def stop(self):
         self.server.shutdown()
@@ -175,15 +186,15 @@ def test_lines_echoed_headers_and_subprotocol_sent(echo_server):
     assert request.headers["Sec-WebSocket-Protocol"] == "other, chat"
     assert "(subprotocol chat)" in client.stderr()
     assert "closed: 1000" in client.stderr()
-    assert echo_server.closes == [1000]
+    assert echo_server.wait_closes() == [1000]
 
 
 def test_console_script(echo_server):
     status, _, err = cli(echo_server.url(), input="one\r\ntwo", script=True)
     assert status == 0, err
     # Sent before our Close, so seen by the server whatever the timing.
+    assert echo_server.wait_closes() == [1000]
     assert echo_server.received == ["one", "two"]
-    assert echo_server.closes == [1000]
 
 
 def _sequential_echo(listener):
@@ -241,6 +252,17 @@ def test_server_close_sets_the_exit_status(echo_server, code, expected):
     err = client.stderr()
     assert status == expected, err
     assert f"closed: {code} server says bye" in err and "Traceback" not in err
+
+
+def test_ctrl_c_closes_with_1001(echo_server):
+    client = Interactive(echo_server.url())
+    client.send("before")
+    assert client.line() == "before"
+    client.proc.send_signal(signal.SIGINT)
+    assert client.wait() == 130
+    assert "Traceback" not in client.stderr()
+    assert "closed: 1001" in client.stderr()
+    assert echo_server.wait_closes() == [1001]
 
 
 def test_refused_server_is_one_line_and_non_zero():
@@ -400,4 +422,4 @@ def test_typed_in_tmux(echo_server, tmp_path):
     finally:
         tmux.kill()
     assert echo_server.received == ["hello from tmux", "caf\u00e9"]
-    assert echo_server.closes == [1000]
+    assert echo_server.wait_closes() == [1000]
