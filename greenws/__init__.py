@@ -17,8 +17,10 @@ from . import presets
 from .client import Client
 from .connection import Base
 from .errors import ConnectionClosed, ConnectionError, GreenWSError, HandshakeError
+from .reconnect import reconnecting
 from .registry import close_all, close_all_on_signals
 from .server import Server
+from .session import State
 from .wsgi import WebSocketWSGI, end_response
 
 __version__ = "0.1.0"
@@ -48,9 +50,11 @@ __all__ = [
     "GreenWSError",
     "HandshakeError",
     "Server",
+    "State",
     "WebSocketWSGI",
     "close_all",
     "close_all_on_signals",
     "end_response",
     "presets",
+    "reconnecting",
 ]

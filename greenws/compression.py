@@ -11,6 +11,7 @@ connection holds no zlib memory at all.
 
 from __future__ import annotations
 
+import sys
 import zlib
 from typing import Optional, Union
 
@@ -55,6 +56,9 @@ class BoundedDeflate(PerMessageDeflate):
         # wsproto calls frame_inbound_header again for the same frame when
         # the masking key has not fully arrived; True until its payload starts.
         self._header_pending = False
+        #: The ``Sec-WebSocket-Extensions`` value this was negotiated with
+        #: (what the server answered), once negotiated.
+        self.agreed: Optional[str] = None
         super().__init__(
             client_no_context_takeover=True,
             client_max_window_bits=WINDOW_BITS,
@@ -105,7 +109,10 @@ class BoundedDeflate(PerMessageDeflate):
         else:
             self.client_max_window_bits = 15
         self._enabled = True
-        return "; ".join(parts)
+        accepted = "; ".join(parts)
+        # A few distinct values among many connections: shared, not copied.
+        self.agreed = sys.intern(f"{self.name}; {accepted}")
+        return accepted
 
     def finalize(self, offer: str) -> None:
         # Client side: the server's answer is authoritative.  Parameters it
@@ -114,6 +121,7 @@ class BoundedDeflate(PerMessageDeflate):
         self.server_max_window_bits = 15
         super().finalize(offer)
         self.client_no_context_takeover = True
+        self.agreed = offer.strip()
 
     def frame_outbound(
         self,

@@ -44,9 +44,11 @@ from .protocol import (
 from .session import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_QUEUE,
+    State,
     check_close,
     check_ping,
     close_log_level,
+    connection_state,
     store_options,
 )
 
@@ -301,11 +303,18 @@ class Base:
 
     # -- public API ---------------------------------------------------------
 
-    def send(self, data: Union[str, bytes, bytearray, memoryview, Any]) -> None:
+    def send(
+        self,
+        data: Union[str, bytes, bytearray, memoryview, Any],
+        text: Optional[bool] = None,
+    ) -> None:
         """Send one message.
 
         ``str`` is sent as a text message, ``bytes``/``bytearray``/``memoryview``
-        as a binary one, anything else as ``str(data)``.  Blocks (cooperatively
+        as a binary one, anything else as ``str(data)``.  ``text=True`` sends
+        binary data that is UTF-8 already as a text message, without decoding
+        it (nor checking it: invalid UTF-8 makes the peer close with 1007);
+        ``text=False`` sends a ``str`` as binary (its UTF-8).  Blocks (cooperatively
         under gevent/eventlet) until the whole frame is handed to the kernel,
         so a slow reader slows the sender instead of filling memory.  Raises
         :class:`ConnectionClosed` once the connection is closing or closed.
@@ -320,7 +329,7 @@ class Base:
             message = data.cast("B") if data.c_contiguous else data.tobytes()
         else:
             message = str(data)
-        if not self.connected or not self._write(message):
+        if not self.connected or not self._write(message, text=text):
             raise ConnectionClosed(self.close_reason, self.close_message)
 
     def receive(self, timeout: Optional[float] = None) -> Optional[Data]:
@@ -449,6 +458,23 @@ class Base:
         else:
             self._wait_closed(self.close_timeout)
 
+    @property
+    def state(self) -> State:
+        """Where the connection is: CONNECTING (during the handshake), OPEN,
+        CLOSING (the closing handshake started, or it failed), CLOSED."""
+        return connection_state(
+            hasattr(self, "_protocol"),
+            getattr(self, "_closing", False),
+            getattr(self, "_done", False),
+        )
+
+    @property
+    def extensions(self) -> List[str]:
+        """The negotiated extensions, as their ``Sec-WebSocket-Extensions``
+        header values (``[]`` without compression)."""
+        protocol = getattr(self, "_protocol", None)
+        return [] if protocol is None else protocol.extensions
+
     def choose_subprotocol(self, request: Any) -> Optional[str]:
         """Pick the subprotocol from the client's offer (server side).
 
@@ -491,6 +517,7 @@ class Base:
         event: Union[Event, str, bytes, bytearray, memoryview],
         closing: bool = False,
         timeout: Optional[float] = None,
+        text: Optional[bool] = None,
     ) -> bool:
         """Serialise and send ``event`` (or a whole message) whole.
 
@@ -517,7 +544,7 @@ class Base:
             # message the peer never got): the connection is dropped.
             try:
                 if isinstance(event, (str, bytes, bytearray, memoryview)):
-                    data = self._protocol.send_message(event)
+                    data = self._protocol.send_message(event, text)
                 else:
                     data = self._protocol.send(event)
                 if timeout is not None and not self._ready(

@@ -156,15 +156,30 @@ class Protocol:
         """wsproto's view: OPEN, LOCAL_CLOSING, REMOTE_CLOSING or CLOSED."""
         return self._conn.state
 
+    @property
+    def extensions(self) -> List[str]:
+        """The negotiated extensions, as ``Sec-WebSocket-Extensions`` values."""
+        return [
+            getattr(ext, "agreed", None) or ext.name
+            for ext in self._conn._proto.extensions
+            if ext.enabled()
+        ]
+
     def send(self, event: Event) -> bytes:
         """Serialise ``event``; raises ``LocalProtocolError`` once closing."""
         return self._conn.send(event)
 
-    def send_message(self, data: Union[str, Binary]) -> Wire:
+    def send_message(
+        self, data: Union[str, Binary], text: Optional[bool] = None
+    ) -> Wire:
         """Serialise one whole text (``str``) or binary message.
 
         Binary data may be a ``bytearray`` or a ``memoryview`` of bytes
         (format ``B``, contiguous): it is not copied before framing.
+        ``text=True`` sends binary data, which must be UTF-8 already, as a
+        text message without decoding it (it is not checked: the peer
+        fails the connection with 1007 if it is not UTF-8); ``text=False``
+        sends a ``str`` as a binary message of its UTF-8.
 
         Same bytes as ``send(TextMessage(...))``/``send(BytesMessage(...))``;
         unless wsproto is mid-message or an extension other than greenws's
@@ -186,10 +201,10 @@ class Protocol:
             payload: Binary
             if isinstance(data, str):
                 payload = data.encode("utf-8")
-                first = 0x81
+                first = 0x82 if text is False else 0x81
             else:
                 payload = data
-                first = 0x82
+                first = 0x81 if text else 0x82
             if deflate is None:
                 if len(payload) > _FRAGMENT:
                     return _fragments(first, payload, self._client)
@@ -199,6 +214,11 @@ class Protocol:
                 if len(squeezed) > _FRAGMENT:
                     return _fragments(first | _RSV1, squeezed, self._client)
                 return _frame(first | _RSV1, squeezed, self._client)
+        if text is not None and isinstance(data, str) is not text:
+            # wsproto frames str as text and bytes as binary.
+            data = data.encode("utf-8") if isinstance(data, str) else (
+                bytes(data).decode("utf-8")
+            )
         if len(data) > _FRAGMENT:
             return self._wsproto_fragments(data)
         event: Event = (

@@ -23,6 +23,7 @@ a Session is not thread-safe by itself.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple, Union, cast
@@ -47,6 +48,8 @@ from .protocol import (
 
 __all__ = [
     "Session",
+    "State",
+    "connection_state",
     "check_close",
     "check_ping",
     "close_log_level",
@@ -77,6 +80,33 @@ _RESERVED = frozenset({1004, 1005, 1006, 1015})
 _MAX_REASON = 123
 # Longest ping payload (a control frame's).
 _MAX_PING = 125
+
+
+class State(enum.IntEnum):
+    """Where a connection is in its life (``ws.state``), with the values of
+    the ``websockets`` library's ``State``."""
+
+    #: The opening handshake is under way.
+    CONNECTING = 0
+    #: Messages flow both ways.
+    OPEN = 1
+    #: The closing handshake has started (by either side), or the connection
+    #: failed: nothing more may be sent; queued messages can still be read.
+    CLOSING = 2
+    #: The connection is over and its socket closed.
+    CLOSED = 3
+
+
+def connection_state(opened: bool, closing: bool, done: bool) -> State:
+    """A connection's :class:`State` from what its driver knows: whether
+    the handshake is done (``opened``), whether the closing handshake has
+    started or the connection failed (``closing``, :attr:`Session.closing`),
+    and whether it is over (``done``)."""
+    if done:
+        return State.CLOSED
+    if closing:
+        return State.CLOSING
+    return State.OPEN if opened else State.CONNECTING
 
 
 def store_options(
@@ -231,6 +261,13 @@ class Session:
         self.max_message_size = max_message_size
         # payload -> [token, time sent]
         self._pings: Dict[bytes, List[Any]] = {}
+
+    @property
+    def extensions(self) -> List[str]:
+        """The negotiated extensions, as their ``Sec-WebSocket-Extensions``
+        header values (empty when the server does the framing: ASGI)."""
+        protocol = self.protocol
+        return [] if protocol is None else protocol.extensions
 
     # -- incoming ----------------------------------------------------------
 

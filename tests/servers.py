@@ -109,7 +109,8 @@ class HostedServer:
     """One server process serving ``tests/apps/<module>.py`` (echo_app by default).
 
     ``options`` are extra gunicorn command-line options; ``unix`` (gunicorn
-    kinds only) binds that Unix socket path instead of a port.
+    kinds only) binds that Unix socket path instead of a port; ``port`` a port
+    to listen on (default: a free one), say to restart a server where it was.
     """
 
     def __init__(
@@ -119,12 +120,13 @@ class HostedServer:
         options: Optional[List[str]] = None,
         module: str = "echo_app",
         unix: Optional[str] = None,
+        port: Optional[int] = None,
     ) -> None:
         self.kind = kind
         self.module = module
         self.unix = unix
         self.options = options or []
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.http_url = f"http://127.0.0.1:{self.port}"
         self._log = tempfile.TemporaryFile()

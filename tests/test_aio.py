@@ -1002,4 +1002,78 @@ def test_client_through_http_and_socks5_proxies(tinyproxy, socks5_proxy, tls,
             assert info.value.status_code == 407
             assert b"Proxy Authentication Required" in info.value.body
 
+
+# -- state, extensions, send(text=...) -------------------------------------------
+
+
+def test_state_through_a_connections_life():
+    seen = []
+
+    class Watching(AioServer):
+        def choose_subprotocol(self, request):
+            seen.append(self.state)  # during the handshake
+            return None
+
+    async def body():
+        async with RawServer() as server:
+            ws = await AioClient.connect(server.url, close_timeout=5)
+            peer = await server.wait_peer()
+            assert ws.state is greenws.State.OPEN
+            closing = asyncio.ensure_future(ws.close(4000, "bye"))
+            assert await peer.read_close() == (4000, "bye")
+            assert ws.state is greenws.State.CLOSING and not closing.done()
+            peer.send_frame(OP_CLOSE, cp(4000, "bye"))
+            await peer.close()
+            await closing
+            assert ws.state is greenws.State.CLOSED
+        async with SockServer(echo, server_class=Watching) as server:
+            async with ws_connect(server.url):
+                ws = await server.first()
+                assert ws.state is greenws.State.OPEN
+            await server.handlers_done()
+            assert ws.state is greenws.State.CLOSED
+        assert seen == [greenws.State.CONNECTING]
+
+    run(body)
+
+
+@pytest.mark.parametrize("compression", [True, False])
+def test_extensions(compression):
+    async def body():
+        async with SockServer(echo, compression=compression) as server:
+            async with await AioClient.connect(server.url) as ws:
+                assert await ws.receive(timeout=0) is None
+                if compression:
+                    (value,) = ws.extensions
+                    assert value.startswith("permessage-deflate; ")
+                    assert (await server.first()).extensions == [value]
+                else:
+                    assert ws.extensions == (await server.first()).extensions == []
+
+    run(body)
+
+
+def test_send_utf8_bytes_as_text_to_websockets_server():
+    received = []
+
+    async def handler(connection):
+        async for message in connection:
+            received.append(message)
+            await connection.send(message)
+
+    async def body():
+        async with ws_serve(handler, "127.0.0.1", 0, max_size=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            async with await AioClient.connect(f"ws://127.0.0.1:{port}/") as ws:
+                await ws.send(b"caf\xc3\xa9", text=True)
+                assert await ws.receive() == "caf\u00e9"
+                await ws.send(memoryview(b"\xe2\x82\xac"), text=True)
+                assert await ws.receive() == "\u20ac"
+                await ws.send("caf\u00e9", text=False)
+                assert await ws.receive() == b"caf\xc3\xa9"
+                big = "\u00e9" * (600 * 1024)
+                await ws.send(big.encode("utf-8"), text=True)
+                assert await ws.receive() == big
+        assert received[:3] == ["caf\u00e9", "\u20ac", b"caf\xc3\xa9"]
+
     run(body)

@@ -69,6 +69,21 @@ def test_subprotocol_and_the_real_target(host):
     assert info["remote_address"][0] == "127.0.0.1"
 
 
+def test_send_text_flag_state_and_extensions(host):
+    """send(bytes, text=True) / send(str, text=False) on every host; ASGI
+    servers negotiate (and apply) compression themselves: no extensions."""
+    with connect(host.url + "/typed", open_timeout=TIMEOUT) as ws:
+        assert ws.recv(TIMEOUT) == "caf\u00e9"
+        assert ws.recv(TIMEOUT) == b"caf\xc3\xa9"
+        info = json.loads(ws.recv(TIMEOUT))
+    assert info["state"] == "OPEN"
+    if host.kind in ("aio-sock", "aiohttp"):
+        (value,) = info["extensions"]
+        assert value.startswith("permessage-deflate; ")
+    else:
+        assert info["extensions"] == []
+
+
 def test_server_closes_with_its_code_and_reason(host):
     with _client(host.url + "/close?code=4001&reason=bye") as ws:
         ws.send("go")

@@ -623,3 +623,32 @@ def test_redirect_without_location_is_the_refusal(harness, rt):
     with pytest.raises(ConnectionError) as info:
         task.get()
     assert info.value.status_code == 302
+
+
+def test_send_utf8_bytes_as_text_to_websockets_server(harness, rt):
+    """``send(bytes, text=True)``: a `websockets` server receives a str."""
+    received = []
+
+    def handler(conn):
+        for message in conn:
+            received.append(message)
+            conn.send(message)
+
+    server = serve(handler, "127.0.0.1", 0)
+    thread = rt.spawn_thread(server.serve_forever)
+    try:
+        port = server.socket.getsockname()[1]
+        client = greenws.Client.connect(f"ws://127.0.0.1:{port}/", preset=rt.preset)
+        harness.connections.append(client)
+        assert client.extensions and client.extensions[0].startswith(
+            "permessage-deflate"
+        )
+        client.send(b"caf\xc3\xa9", text=True)
+        assert client.receive(timeout=WAIT) == "caf\u00e9"
+        client.send("caf\u00e9", text=False)
+        assert client.receive(timeout=WAIT) == b"caf\xc3\xa9"
+        client.close()
+        assert received == ["caf\u00e9", b"caf\xc3\xa9"]
+    finally:
+        server.shutdown()
+        thread.get()

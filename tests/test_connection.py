@@ -1530,3 +1530,108 @@ def test_client_waits_close_timeout_in_all_for_the_tcp_close(harness, rt):
         babbler.wait()
     assert code == 1000
     assert elapsed < 0.5 + 1.0
+
+
+# -- state, extensions, send(text=...) ------------------------------------------
+
+
+def test_state_through_a_connections_life(harness, role, rt):
+    """CONNECTING in the handshake, OPEN, CLOSING while our Close waits for
+    the peer's, CLOSED once over; the peer's side goes the same way."""
+    seen = []
+
+    class Watching(greenws.Server):
+        def choose_subprotocol(self, request):
+            seen.append(self.state)  # called during the handshake
+            return None
+
+    if role == "server":
+        ws, peer = harness.raw_client(server_class=Watching, close_timeout=WAIT)
+        assert seen == [greenws.State.CONNECTING]
+    else:
+        ws, peer = harness.raw_server(close_timeout=WAIT)
+    assert ws.state is greenws.State.OPEN and ws.state == 1
+    closing = rt.spawn(ws.close, 4000, "bye")
+    assert read_close(peer) == (4000, "bye")
+    # Our Close is out, the peer's not in: the closing handshake is on.
+    assert ws.state is greenws.State.CLOSING
+    assert not closing.ready()
+    peer.send_frame(OP_CLOSE, close_payload(4000, "bye"))
+    if role == "client":
+        # Both Close frames crossed: the client waits for the server's TCP
+        # close, still CLOSING.
+        assert ws.state is greenws.State.CLOSING
+        peer.close()
+    closing.get()
+    assert ws.state is greenws.State.CLOSED
+
+
+def test_state_when_the_peer_closes(ws_pair, role, rt):
+    a, b = pick(ws_pair(), role)
+    assert (a.state, b.state) == (greenws.State.OPEN, greenws.State.OPEN)
+    b.close()
+    assert b.state is greenws.State.CLOSED
+    assert rt.wait_until(lambda: a.state is greenws.State.CLOSED)
+
+
+def test_state_when_the_peer_vanishes(harness, role, rt):
+    ws, peer = raw_pair(harness, role)
+    peer.close()
+    with pytest.raises(ConnectionClosed):
+        ws.receive(timeout=WAIT)
+    assert ws.state is greenws.State.CLOSED and ws.close_reason == 1006
+
+
+@pytest.mark.parametrize("compression", [True, False])
+def test_extensions(ws_pair, compression):
+    server, client = ws_pair(client_kwargs={"compression": compression})
+    if not compression:
+        assert server.extensions == client.extensions == []
+        return
+    # What the server answered, on both sides.
+    (value,) = server.extensions
+    assert client.extensions == [value]
+    assert value.startswith("permessage-deflate; ")
+    assert "server_no_context_takeover" in value
+
+
+def test_extensions_off_on_the_server(ws_pair):
+    server, client = ws_pair(server_kwargs={"compression": False})
+    assert server.extensions == client.extensions == []
+
+
+@pytest.mark.parametrize("compression", [True, False])
+def test_send_utf8_bytes_as_text(ws_pair, role, compression):
+    options = {"compression": compression}
+    a, b = pick(ws_pair(server_kwargs=options, client_kwargs=options), role)
+    a.send(b"caf\xc3\xa9", text=True)
+    assert b.receive(timeout=WAIT) == "caf\u00e9"
+    a.send(bytearray(b"\xe2\x82\xac"), text=True)
+    assert b.receive(timeout=WAIT) == "\u20ac"
+    a.send(memoryview(b"abc"), text=True)
+    assert b.receive(timeout=WAIT) == "abc"
+    # Over 1 MiB: fragments split inside a character, still one text.
+    big = "\u00e9" * (600 * 1024)
+    a.send(big.encode("utf-8"), text=True)
+    assert b.receive(timeout=WAIT) == big
+    a.send("caf\u00e9", text=False)
+    assert b.receive(timeout=WAIT) == b"caf\xc3\xa9"
+    a.send("already text", text=True)
+    assert b.receive(timeout=WAIT) == "already text"
+    a.send(b"\x00\xff", text=False)
+    assert b.receive(timeout=WAIT) == b"\x00\xff"
+    a.send(42, text=False)
+    assert b.receive(timeout=WAIT) == b"42"
+
+
+def test_send_invalid_utf8_as_text_is_the_peers_1007(ws_pair, role):
+    """Not checked on the way out (that would decode it again): the peer
+    fails the connection with 1007, as for any invalid text."""
+    a, b = pick(ws_pair(), role)
+    a.send(b"\xff\xfe", text=True)
+    with pytest.raises(ConnectionClosed) as info:
+        b.receive(timeout=WAIT)
+    assert info.value.reason == 1007
+    with pytest.raises(ConnectionClosed) as info:
+        a.receive(timeout=WAIT)
+    assert info.value.reason == 1007

@@ -358,3 +358,34 @@ def test_fragmented_binary_limit_and_errors():
     proto = server_protocol()
     actions = proto.receive_data(first + masked(OP_CLOSE, struct.pack("!H", 1000)))
     assert actions == [(CLOSE, (1000, ""))]
+
+
+@pytest.mark.parametrize("path", ["fast", "wsproto"])
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_send_message_text_flag(side, path):
+    """text=True frames UTF-8 bytes as text without decoding them (on the
+    fast path; wsproto, which frames str as text, gets them decoded);
+    text=False frames a str as binary."""
+    from wsproto.extensions import PerMessageDeflate
+
+    # An extension other than greenws's own sends every frame through wsproto
+    # (this one is not negotiated, so it changes nothing on the wire).
+    extensions = [PerMessageDeflate()] if path == "wsproto" else []
+    ours = Protocol(Connection(
+        ConnectionType.SERVER if side == "server" else ConnectionType.CLIENT,
+        extensions,
+    ))
+    peer = Connection(
+        ConnectionType.CLIENT if side == "server" else ConnectionType.SERVER
+    )
+    wire = ours.send_message(b"caf\xc3\xa9", True)
+    wire += ours.send_message(memoryview(b"\xe2\x82\xac"), True)
+    wire += ours.send_message("caf\u00e9", False)
+    wire += ours.send_message("plain")
+    peer.receive_data(wire)
+    got = [(type(e).__name__, e.data) for e in peer.events()]
+    assert got == [
+        ("TextMessage", "caf\u00e9"), ("TextMessage", "\u20ac"),
+        ("BytesMessage", bytearray(b"caf\xc3\xa9")), ("TextMessage", "plain"),
+    ]
+    assert ours.extensions == []  # offered, never agreed

@@ -53,6 +53,7 @@ from servers import (
     BAD_LOG,
     ROOT,
     HostedServer,
+    Proc,
     check_log,
     free_port,
     serving,
@@ -727,3 +728,37 @@ def test_client_proxy_through_tinyproxy(tmp_path: Path, tinyproxy) -> None:
             assert run_client(client).splitlines() == [expected]
     finally:
         server.stop_and_check()
+
+
+# Reconnecting
+# --------------------------------------------------------------------------
+
+
+@runs("reconnecting")
+def test_reconnecting(tmp_path: Path) -> None:
+    """The example waits out a server answering 503, reconnects once one
+    that works listens on the port, and ends on its 1000 close."""
+    port = free_port()
+    source = replace_once(
+        example("reconnecting"), '"ws://127.0.0.1:8000/"', f'"ws://127.0.0.1:{port}/bye"'
+    )
+    source = replace_once(source, "max_delay=30", "initial_delay=0.05, max_delay=0.2")
+    (tmp_path / "reconnecting.py").write_text(source)
+    app = {"module": "reconnect_app", "port": port}
+    refusing = HostedServer("gevent", env={"GREENWS_TEST_STATUS": "503"}, **app)
+    client = Proc(["reconnecting.py"], cwd=tmp_path)
+    try:
+        refusing.wait_for_output(lambda out: out.count('" 503 ') >= 2)
+        refusing.stop_and_check()
+        server = HostedServer("gevent", **app)
+        try:
+            assert client.popen.wait(30) == 0, client.output()
+            output = client.output()
+        finally:
+            server.stop_and_check(README_BAD_LOG)
+    finally:
+        client.kill()
+        refusing.stop()
+    assert output.splitlines() == [
+        str(server.proc.pid), "subscribe", "the server closed with 1000"
+    ]

@@ -14,9 +14,11 @@ from greenws.protocol import Protocol
 from greenws.session import (
     KEEPALIVE_TIMEOUT,
     Session,
+    State,
     check_close,
     check_ping,
     close_log_level,
+    connection_state,
 )
 
 
@@ -263,3 +265,24 @@ def test_awaits_eof_false_after_a_protocol_error():
     replies = session.receive_data(b"\x81\x85abcd" + b"\x00" * 5, 0.0)
     assert replies and session.close_reason == 1002 and not session.reading
     assert not session.awaits_eof()  # we close TCP ourselves
+
+
+def test_connection_state():
+    assert connection_state(False, False, False) is State.CONNECTING
+    assert connection_state(True, False, False) is State.OPEN
+    assert connection_state(True, True, False) is State.CLOSING
+    assert connection_state(True, True, True) is State.CLOSED
+    assert connection_state(True, False, True) is State.CLOSED  # dropped
+    # The websockets library's names and values.
+    assert [(s.name, int(s)) for s in State] == [
+        ("CONNECTING", 0), ("OPEN", 1), ("CLOSING", 2), ("CLOSED", 3)
+    ]
+
+
+def test_session_state_follows_the_closing_handshake():
+    s = session()
+    assert connection_state(True, s.closing, False) is State.OPEN
+    s.receive_data(frame(0x8, struct.pack("!H", 1000)), 0.0)
+    assert connection_state(True, s.closing, False) is State.CLOSING
+    assert s.extensions == []
+    assert Session(None, client=False, max_queue=None).extensions == []  # ASGI

@@ -197,10 +197,15 @@ class Asgi(Driver):
 
     # -- Driver -------------------------------------------------------------
 
-    async def send_message(self, message: Data) -> None:
+    async def send_message(self, message: Data, text: Optional[bool] = None) -> None:
         session = self.session
         if session.closing or self.done:
             raise ConnectionClosed(session.close_reason, session.close_message)
+        if text is not None and isinstance(message, str) is not text:
+            # ASGI takes text as str and binary as bytes.
+            message = message.encode("utf-8") if isinstance(message, str) else (
+                message.decode("utf-8")
+            )
         event: Dict[str, Any] = {"type": "websocket.send"}
         if isinstance(message, str):
             event["text"] = message

@@ -30,9 +30,11 @@ from ..session import (
     DEFAULT_MAX_QUEUE,
     OK_CODES,
     Session,
+    State,
     check_close,
     check_ping,
     close_log_level,
+    connection_state,
     store_options,
 )
 
@@ -68,13 +70,14 @@ class Driver:
     #: True while reading is paused because the receive queue was full.
     read_paused: bool
 
-    def try_send(self, message: Data) -> bool:
+    def try_send(self, message: Data, text: Optional[bool] = None) -> bool:
         """Send ``message`` now if that needs no wait; False otherwise (then
         :meth:`send_message` is awaited).  The per-message fast path."""
         return False
 
-    async def send_message(self, message: Data) -> None:
-        """Send one whole message, waiting while the peer cannot take it.
+    async def send_message(self, message: Data, text: Optional[bool] = None) -> None:
+        """Send one whole message, waiting while the peer cannot take it
+        (``text`` as in :meth:`AioBase.send`).
         Raises :class:`ConnectionClosed` if the connection is closing."""
         raise NotImplementedError
 
@@ -212,13 +215,37 @@ class AioBase:
         session = self._session
         return None if session is None else session.latency
 
+    @property
+    def state(self) -> State:
+        """Where the connection is: CONNECTING (during the handshake), OPEN,
+        CLOSING (the closing handshake started, or it failed), CLOSED."""
+        session = self._session
+        if session is None:
+            return State.CONNECTING
+        return connection_state(True, session.closing, self._driver.done)
+
+    @property
+    def extensions(self) -> List[str]:
+        """The negotiated extensions, as their ``Sec-WebSocket-Extensions``
+        header values (``[]`` without compression, and under ASGI, whose
+        server negotiates and applies them itself)."""
+        session = self._session
+        return [] if session is None else session.extensions
+
     # -- public API -----------------------------------------------------------
 
-    async def send(self, data: Union[str, bytes, bytearray, memoryview, Any]) -> None:
+    async def send(
+        self,
+        data: Union[str, bytes, bytearray, memoryview, Any],
+        text: Optional[bool] = None,
+    ) -> None:
         """Send one message.
 
         ``str`` is sent as a text message, ``bytes``/``bytearray``/
         ``memoryview`` as a binary one, anything else as ``str(data)``.
+        ``text=True`` sends binary data that is UTF-8 already as a text
+        message, without decoding it (nor checking it: invalid UTF-8 makes
+        the peer close with 1007); ``text=False`` sends a ``str`` as binary.
         Waits while the peer's TCP window and the write buffer are full, so
         a slow reader slows the sender instead of filling memory.  Frames of
         concurrent sends never interleave.  Raises :class:`ConnectionClosed`
@@ -233,8 +260,8 @@ class AioBase:
         if not self.connected:
             raise ConnectionClosed(self.close_reason, self.close_message)
         driver = self._driver
-        if not driver.try_send(message):
-            await driver.send_message(message)
+        if not driver.try_send(message, text):
+            await driver.send_message(message, text)
 
     async def receive(self, timeout: Optional[float] = None) -> Optional[Data]:
         """Return the next message (``str`` or ``bytes``).

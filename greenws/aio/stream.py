@@ -165,13 +165,13 @@ class Stream(asyncio.Protocol, Driver):
 
     # -- Driver -------------------------------------------------------------
 
-    def try_send(self, message: Data) -> bool:
+    def try_send(self, message: Data, text: Optional[bool] = None) -> bool:
         if self.write_paused or self.session.closing or self.done:
             return False
-        self._write(self.protocol.send_message(message))
+        self._write(self.protocol.send_message(message, text))
         return True
 
-    async def send_message(self, message: Data) -> None:
+    async def send_message(self, message: Data, text: Optional[bool] = None) -> None:
         while self.write_paused and not self.done:
             waiter = self.loop.create_future()
             self._drainers.append(waiter)
@@ -184,7 +184,7 @@ class Stream(asyncio.Protocol, Driver):
             raise ConnectionClosed(session.close_reason, session.close_message)
         # Built right before it is written: no await in between, so frames
         # go out in the order they were built.
-        self._write(self.protocol.send_message(message))
+        self._write(self.protocol.send_message(message, text))
 
     def send_ping(self, payload: bytes, token: Any, now: float) -> None:
         if not self.done:

@@ -9,6 +9,8 @@ Routes (the path of the URL), as in echo_app.py:
   /timeout       receive(timeout=0.2): send "timeout" when nothing came
   /limit         max_message_size=1024 (a larger message closes with 1009)
   /origin-noext  (ASGI) /origin as if the server had no denial extension
+  /typed         send b"caf\xc3\xa9" with text=True, "caf\u00e9" with text=False,
+                 then JSON of ws.state and ws.extensions, then echo
 Other routes have max_message_size GREENWS_TEST_LIMIT (default 64 MiB).
 
 Served by:
@@ -61,6 +63,11 @@ async def serve(ws):
             await ws.close(int(query.get("code", ["1000"])[0]),
                            query.get("reason", [None])[0])
             return
+        elif path == "/typed":
+            await ws.send(b"caf\xc3\xa9", text=True)
+            await ws.send("caf\u00e9", text=False)
+            await ws.send(json.dumps({"state": ws.state.name,
+                                      "extensions": ws.extensions}))
         elif path == "/timeout":
             got = await ws.receive(timeout=0.2)
             await ws.send("timeout" if got is None else f"got {got}")
