@@ -268,7 +268,7 @@ class Session:
                         replies = []
                     replies.append(pong)
             elif kind == PONG:
-                self._pong(value, now)
+                self.pong(value, now)
             else:
                 # CLOSE: echo the peer's Close (RFC 6455 5.5.1), unless ours
                 # went first.  FAIL: a protocol error; our Close says which.
@@ -435,7 +435,10 @@ class Session:
         """Tokens of every ping still waiting (to wake them on close)."""
         return [entry[0] for entry in self._pings.values()]
 
-    def _pong(self, payload: bytes, now: Now) -> None:
+    def pong(self, payload: bytes, now: Now) -> None:
+        """A pong for ``payload`` came: it answers its ping and every earlier
+        one still waiting (their tokens go to ``answered``, their entries get
+        the round-trip time); an unsolicited pong is ignored."""
         pings = self._pings
         if payload not in pings:
             return  # unsolicited pong: allowed, ignored
