@@ -17,7 +17,10 @@ What is read goes to :meth:`greenws.connection.Base._read_once`.
 from __future__ import annotations
 
 import select
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    from .connection import Base
 
 __all__ = ["HubReader", "readable_now"]
 
@@ -28,7 +31,7 @@ class HubReader:
 
     __slots__ = ("conn", "readiness", "armed", "reading")
 
-    def __init__(self, conn: Any, readiness: Callable[[Any], Any]) -> None:
+    def __init__(self, conn: Base, readiness: Callable[[Any], Any]) -> None:
         self.conn = conn
         self.readiness = readiness(conn.sock)
         #: The readiness watcher is on.

@@ -17,7 +17,10 @@ goes to :meth:`greenws.connection.Base._read_once`.
 from __future__ import annotations
 
 import selectors
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from .connection import Base
 
 __all__ = ["ThreadReader"]
 
@@ -33,7 +36,7 @@ class ThreadReader:
 
     __slots__ = ("conn", "space", "lock", "wake", "reads", "on_duty", "want_read")
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Base) -> None:
         event_class = conn.event_class
         self.conn = conn
         #: Set while the queue has room (the reader pauses on it).

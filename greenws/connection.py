@@ -80,6 +80,8 @@ class _Session(Session):
 
     __slots__ = ("conn",)
 
+    conn: Base
+
     def begin_close(self, code: int, reason: Optional[str]) -> bool:
         with _close_lock:
             if not Session.begin_close(self, code, reason):
@@ -167,6 +169,11 @@ class Base:
     close_timeout: float
     #: Messages that may wait for ``receive()`` before reading pauses.
     max_queue: Optional[int]
+
+    _session: _Session
+    # The reader thread (thread driver), keepalive's thread or greenlet.
+    _thread: Any
+    _keepalive_thread: Any
 
     _is_server = False
 
@@ -618,7 +625,7 @@ class Base:
             finally:
                 lock.release()
 
-    def _queue_pong(self, frame: bytes) -> None:
+    def _queue_pong(self, frame: Wire) -> None:
         """Queue a pong; the reader then sends it with :meth:`_flush_controls`,
         which never waits for the lock (only for the socket, when the peer
         does not read its pongs: TCP then pushes back on its pings)."""
@@ -838,8 +845,8 @@ class Base:
         For every close we start: close(), close_all(), a bug in reading.
         The session's check-and-record holds ``_close_lock`` and turns
         ``connected`` False (see :class:`_Session`), as does the reader's for
-        the peer's Close or a protocol error, and keepalive's.  Returns False if the connection
-        was already closing.
+        the peer's Close or a protocol error, and keepalive's.  Returns False
+        if the connection was already closing.
         """
         if not self._session.begin_close(code, reason):
             return False

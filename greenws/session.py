@@ -423,7 +423,7 @@ class Session:
     def pong_due(self, entry: List[Any], timeout: float, now: float) -> float:
         """Seconds left, at ``now``, for the pong of the ping ``entry``
         (sent or not) within ``timeout`` of when it left; at least 0."""
-        return max(entry[1] + timeout - now, 0.0)
+        return max(float(entry[1]) + timeout - now, 0.0)
 
     def forget_ping(self, token: Any) -> None:
         """Drop a ping nobody waits for any more (its caller timed out)."""
