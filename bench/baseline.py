@@ -8,9 +8,9 @@ main), under the id ``<id>@base``.  The report then gives new / base per
 row.
 
 Only ``greenws`` comes from ``PATH``: its package is copied to a temporary
-directory put first on ``PYTHONPATH`` of the processes that measure it, so
-that the bench itself (``bench.serve``, the apps, the workloads) stays this
-tree's.  The C speedups are built for that copy if ``PATH`` has none built,
+directory, the working directory (first on ``sys.path``) of the processes
+that measure it and first on their ``PYTHONPATH``, so that the bench itself
+(``bench.serve``, the apps, the workloads) stays this tree's.  The C speedups are built for that copy if ``PATH`` has none built,
 since a baseline with the pure-Python unmask would flatter the new code.
 """
 
@@ -54,7 +54,8 @@ def prepare(path: str) -> str:
          "import sys, greenws, greenws.protocol; print(greenws.__file__, "
          "'C speedups' if 'greenws._speedups' in sys.modules else "
          "'NO C speedups (pure-Python unmask)')"],
-        env=environ(overlay), capture_output=True, text=True, timeout=60,
+        cwd=overlay, env=environ(overlay), capture_output=True, text=True,
+        timeout=60,
     )
     if out.returncode != 0:
         raise SystemExit(f"--baseline {path}: greenws does not import: {out.stderr}")
@@ -114,7 +115,7 @@ def measure_client(kind: str, name: str, port: int, seconds: float,
     out = subprocess.run(
         [sys.executable, "-m", "bench.clientrun", kind, name, str(port),
          str(seconds)],
-        cwd=REPO, env=environ(overlay), capture_output=True, text=True,
+        cwd=overlay or REPO, env=environ(overlay), capture_output=True, text=True,
         timeout=120 + seconds,
     )
     if out.returncode != 0:

@@ -135,7 +135,9 @@ class Running:
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             command(spec.server, self.port),
-            cwd=REPO,
+            # (the directory of a --baseline greenws: the working directory
+            # comes first on sys.path)
+            cwd=spec.pythonpath or REPO,
             env=full_env,
             stdin=subprocess.DEVNULL,
             stdout=self.log,
