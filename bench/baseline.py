@@ -10,8 +10,9 @@ row.
 Only ``greenws`` comes from ``PATH``: its package is copied to a temporary
 directory, the working directory (first on ``sys.path``) of the processes
 that measure it and first on their ``PYTHONPATH``, so that the bench itself
-(``bench.serve``, the apps, the workloads) stays this tree's.  The C speedups are built for that copy if ``PATH`` has none built,
-since a baseline with the pure-Python unmask would flatter the new code.
+(``bench.serve``, the apps, the workloads) stays this tree's.  The C
+speedups are built for that copy if ``PATH`` has none built, since a
+baseline with the pure-Python unmask would flatter the new code.
 """
 
 from __future__ import annotations

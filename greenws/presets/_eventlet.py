@@ -62,6 +62,7 @@ class EventletThread:
     def is_alive(self) -> bool:
         return self._gt is not None and not self._done.is_set()
 
+
 class EventletEvent:
     """A ``threading.Event`` for green threads, small while nobody waits.
 
@@ -106,6 +107,7 @@ class EventletEvent:
                 self._waiters.remove(waiter)
         return self._flag
 
+
 class EventletLock:
     """A non-reentrant green lock, small while nobody waits (see above)."""
 
@@ -115,9 +117,7 @@ class EventletLock:
         self._locked = False
         self._free: Any = None  # an EventletEvent while someone waits
 
-    def acquire(
-        self, blocking: bool = True, timeout: Optional[float] = None
-    ) -> bool:
+    def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
         if not self._locked:
             self._locked = True
             return True
@@ -145,6 +145,7 @@ class EventletLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
 
 class EventletSelector(selectors.BaseSelector):
     """A one-socket selector built on the hub's own poller.
@@ -199,13 +200,16 @@ class EventletSelector(selectors.BaseSelector):
     def close(self) -> None:
         self._keys.clear()
 
-def wrap_ssl(context: ssl.SSLContext, sock: Any, server_hostname: str) -> Any:
+
+def _wrap_ssl(context: ssl.SSLContext, sock: Any, server_hostname: str) -> Any:
     return eventlet.green.ssl.GreenSSLSocket(
         sock, server_hostname=server_hostname, _context=context
     )
 
+
 # eventlet.monkey_patch() removes select.poll altogether.
-poll = eventlet.patcher.original("select").poll
+_poll = eventlet.patcher.original("select").poll
+
 
 class EventletReadiness:
     """A hub read listener, used as a callback or waited on."""
@@ -230,7 +234,7 @@ class EventletReadiness:
 
     def wait(self, timeout: Optional[float]) -> bool:
         if timeout is not None and timeout <= 0:
-            return readable_now(self._fd, poll)
+            return readable_now(self._fd, _poll)
         # What trampoline() does, except that close() can wake us: a
         # socket closed meanwhile would otherwise leave us parked.
         hub = eventlet.hubs.get_hub()
@@ -238,9 +242,7 @@ class EventletReadiness:
         timer = None
         if timeout is not None:
             timer = hub.schedule_call_global(timeout, current.throw, _Timeout)
-        listener = hub.add(
-            hub.READ, self._fd, current.switch, current.throw, _ignore
-        )
+        listener = hub.add(hub.READ, self._fd, current.switch, current.throw, _ignore)
         self._waiter = current
         try:
             hub.switch()
@@ -262,9 +264,8 @@ class EventletReadiness:
         # A green thread in wait() is woken as if data had come, and
         # finds the connection over.
         if self._waiter is not None:
-            eventlet.hubs.get_hub().schedule_call_global(
-                0, self._wake, self._waiter
-            )
+            eventlet.hubs.get_hub().schedule_call_global(0, self._wake, self._waiter)
+
 
 PRESET = Preset(
     "eventlet",
@@ -273,7 +274,7 @@ PRESET = Preset(
     selector_class=EventletSelector,
     lock_class=EventletLock,
     create_connection=eventlet.green.socket.create_connection,
-    wrap_ssl=wrap_ssl,
+    wrap_ssl=_wrap_ssl,
     readiness=EventletReadiness,
 )
 

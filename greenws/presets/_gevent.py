@@ -42,14 +42,17 @@ class GeventThread(gevent.Greenlet):  # type: ignore[misc]
     def is_alive(self) -> bool:
         return not self.dead
 
-def wrap_ssl(context: ssl.SSLContext, sock: Any, server_hostname: str) -> Any:
+
+def _wrap_ssl(context: ssl.SSLContext, sock: Any, server_hostname: str) -> Any:
     return gevent.ssl.SSLSocket(
         sock=sock, server_hostname=server_hostname, _context=context
     )
 
+
 # monkey.patch_all() replaces select.poll; a zero-timeout poll must be
 # the kernel's own.
-poll = gevent.monkey.get_original("select", "poll")
+_poll = gevent.monkey.get_original("select", "poll")
+
 
 class GeventReadiness:
     """One libev I/O watcher, used as a callback or waited on."""
@@ -73,7 +76,7 @@ class GeventReadiness:
             self._hub.wait(self._io)
             return True
         if timeout <= 0:
-            return readable_now(self._fd, poll)
+            return readable_now(self._fd, _poll)
         timer = gevent.Timeout(timeout)
         timer.start()
         try:
@@ -99,6 +102,7 @@ class GeventReadiness:
         if waiter is not None:
             self._hub.loop.run_callback(waiter, *(args or ()))
 
+
 PRESET = Preset(
     "gevent",
     thread_class=GeventThread,
@@ -106,7 +110,7 @@ PRESET = Preset(
     selector_class=gevent.selectors.DefaultSelector,
     lock_class=gevent.lock.Semaphore,
     create_connection=gevent.socket.create_connection,
-    wrap_ssl=wrap_ssl,
+    wrap_ssl=_wrap_ssl,
     readiness=GeventReadiness,
 )
 
