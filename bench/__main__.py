@@ -21,6 +21,11 @@ the raw TCP echo; for a client, the raw client.  A target above its ceiling
 cannot be met by any library on that host.  A memory target likewise shows
 the floor the raw echo sets on the same host.
 
+``--baseline PATH`` also measures every greenws server and client with the
+``greenws`` package of the source tree PATH (ids ``<id>@base``, interleaved
+with this tree's) and reports new / base per row: a before/after comparison
+in one run (see bench/baseline.py).
+
 ``--only REGEX`` keeps the measurements whose id matches (``re.search``),
 e.g. ``--only 'rt/(greenws|simple)-werkzeug'`` or ``--only gevent``.
 Repetitions are interleaved across servers so that a noisy moment on the
@@ -39,7 +44,7 @@ import time
 import traceback
 from typing import List
 
-from . import report, workloads
+from . import baseline, report, workloads
 from .apps import raise_nofile
 from .servers import BY_NAME, SERVERS, Running, ServerSpec
 
@@ -55,6 +60,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="tiny N, few and short repetitions (< 60 s)")
     p.add_argument("--only", default="", help="regex on measurement ids")
+    p.add_argument("--baseline", default=None, metavar="PATH",
+                   help="also measure greenws's rows with the greenws package "
+                        "of source tree PATH (ids <id>@base) and report new/base")
     p.add_argument("--n", default=None,
                    help="connection counts for the many-connections workloads "
                         "(default 1000,10000; 100 with --quick)")
@@ -88,6 +96,10 @@ class Suite:
         self.args = args
         self.only = re.compile(args.only) if args.only else None
         self.results = report.Results()
+        # --baseline: where the baseline's greenws is imported from.
+        self.overlay = baseline.prepare(args.baseline) if args.baseline else None
+        self.servers = (SERVERS if self.overlay is None
+                        else baseline.with_baselines(SERVERS, self.overlay))
 
     def wanted(self, wid: str) -> bool:
         return self.only is None or bool(self.only.search(wid))
@@ -107,12 +119,12 @@ class Suite:
     # -- section 1 ----------------------------------------------------------
 
     def single(self) -> None:
-        jobs = [(kind, spec) for kind in ("rt", "mib") for spec in SERVERS
+        jobs = [(kind, spec) for kind in ("rt", "mib") for spec in self.servers
                 if (spec.mib or kind != "mib") and self.wanted(f"{kind}/{spec.name}")]
         if not jobs:
             return
         print("\n== servers, one connection (raw client) ==", flush=True)
-        specs = [s for s in SERVERS if any(s is j[1] for j in jobs)]
+        specs = [s for s in self.servers if any(s is j[1] for j in jobs)]
         with contextlib.ExitStack() as stack:
             running = {}
             for spec in specs:
@@ -150,7 +162,7 @@ class Suite:
         for n in self.args.n_list:
             for deflate in (False, True):
                 workload = f"many-{n}" + ("-deflate" if deflate else "")
-                specs = [s for s in SERVERS
+                specs = [s for s in self.servers
                          if s.runtime in ("gevent", "eventlet", "asyncio")
                          and (s.deflate or not deflate)
                          and self.wanted(f"{workload}/{s.name}")]
@@ -199,8 +211,12 @@ class Suite:
     # -- section 3 ----------------------------------------------------------
 
     def clients(self) -> None:
+        names = list(workloads.CLIENTS)
+        if self.overlay is not None:
+            for name in baseline.GREENWS_CLIENTS:
+                names.insert(names.index(name) + 1, name + baseline.SUFFIX)
         jobs = [(kind, name) for kind in ("client-rt", "client-mib")
-                for name in workloads.CLIENTS if self.wanted(f"{kind}/{name}")]
+                for name in names if self.wanted(f"{kind}/{name}")]
         if not jobs:
             return
         spec = BY_NAME[CLIENT_SERVER]
@@ -222,9 +238,17 @@ class Suite:
               else workloads.client_throughput)
         # A client is its own library; the raw client is the reference.
         lib = report.REFERENCE if name == workloads.RAW_CLIENT else name
-        runtime = "asyncio" if name in workloads.AIO_CLIENTS else "threads"
+        client = name.partition("@")[0]
+        runtime = "asyncio" if client in workloads.AIO_CLIENTS else "threads"
         try:
-            value = fn(name, server.port, self.args.seconds)
+            if self.overlay is not None and client in baseline.GREENWS_CLIENTS:
+                # New and base alike, each in a process of its own.
+                value = baseline.measure_client(
+                    kind, client, server.port, self.args.seconds,
+                    self.overlay if client != name else None,
+                )
+            else:
+                value = fn(name, server.port, self.args.seconds)
         except Exception as exc:  # noqa: BLE001
             self.results.add(kind, name, lib, runtime, metric,
                              error=f"{type(exc).__name__}: {exc}")
@@ -254,6 +278,9 @@ def main(argv: List[str] = None) -> int:
     print("\n== ratios: greenws / peer ==")
     lines = report.ratios(results)
     print("\n".join(lines) if lines else "(no greenws/peer pair selected)")
+    if suite.overlay is not None:
+        print("\n== new / base (--baseline) ==")
+        print("\n".join(report.baseline_ratios(results)) or "(no greenws row selected)")
     if results.failures:
         print("\n== failures ==")
         print("\n".join(results.failures))

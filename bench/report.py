@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Dict, List, Optional, Tuple
 
+from .baseline import SUFFIX as BASE_SUFFIX
 from .servers import BY_NAME, PHYSICAL, RAW
 
 #: metric -> (unit, True if higher is better)
@@ -166,6 +167,7 @@ def ratios(results: Results) -> List[str]:
                 or p.workload != g.workload
                 or p.metric != g.metric
                 or p.lib in GREENWS_LIBS
+                or p.lib.endswith(BASE_SUFFIX)
             ):
                 continue
             if p.lib == REFERENCE:
@@ -202,6 +204,25 @@ def ratios(results: Results) -> List[str]:
                 f"target {g.name} [{g.workload}, {unit}] = {g.median:.1f} <= "
                 f"{limit:g}: {'MET' if ok else 'MISSED'}{floor}"
             )
+    return lines
+
+
+def baseline_ratios(results: Results) -> List[str]:
+    """One line per ``--baseline`` row: this tree's figure / the baseline's."""
+    lines = []
+    for b in results.rows.values():
+        if not b.name.endswith(BASE_SUFFIX):
+            continue
+        unit, higher = METRICS[b.metric]
+        new = results.rows.get((b.workload, b.name[: -len(BASE_SUFFIX)], b.metric))
+        if new is None or new.median is None or not b.median:
+            lines.append(f"new/base {b.name} [{b.workload}, {unit}]: n/a (failed)")
+            continue
+        lines.append(
+            f"new/base {b.name[: -len(BASE_SUFFIX)]} [{b.workload}, {unit}, "
+            f"{'higher' if higher else 'lower'} is better]: "
+            f"{new.median / b.median:.2f}x ({new.median:.1f} / {b.median:.1f})"
+        )
     return lines
 
 
@@ -293,6 +314,9 @@ def write_markdown(path: str, results: Results, settings: str, started: str,
         "```",
         "",
     ]
+    before_after = baseline_ratios(results)
+    if before_after:
+        out += ["## New / baseline (`--baseline`)", "", "```", *before_after, "```", ""]
     if results.failures:
         out += ["## Failures", "", *[f"- {f}" for f in results.failures], ""]
     with open(path, "w") as f:

@@ -33,6 +33,13 @@ class ServerSpec:
     deflate: bool = True
     #: Whether the 1 MiB workload runs on it.
     mib: bool = True
+    #: Put first on its PYTHONPATH (a ``--baseline`` greenws, bench.baseline).
+    pythonpath: str = ""
+
+    @property
+    def server(self) -> str:
+        """The server's name without a ``@base`` suffix: what to start."""
+        return self.name.partition("@")[0]
 
 
 #: The library name of the references: what any library could reach at best.
@@ -120,14 +127,17 @@ class Running:
         self.spec = spec
         self.port = free_port()
         full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
+        paths = [spec.pythonpath, REPO, full_env.get("PYTHONPATH", "")]
+        full_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         full_env.setdefault("PYTHONWARNINGS", "ignore")
         full_env.update(env or {})
         # stderr goes to a file, not a pipe: a chatty server must never block.
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            command(spec.name, self.port),
-            cwd=REPO,
+            command(spec.server, self.port),
+            # (the directory of a --baseline greenws: the working directory
+            # comes first on sys.path)
+            cwd=spec.pythonpath or REPO,
             env=full_env,
             stdin=subprocess.DEVNULL,
             stdout=self.log,
@@ -161,7 +171,7 @@ class Running:
             except OSError:
                 time.sleep(0.05)
                 continue
-            if self.spec.name in _GUNICORN_APPS:
+            if self.spec.server in _GUNICORN_APPS:
                 worker = self._child()
                 if worker is None:
                     time.sleep(0.05)

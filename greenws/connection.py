@@ -1,49 +1,46 @@
-"""The I/O loop shared by :class:`~greenws.Server` and :class:`~greenws.Client`.
+"""The sync connection shared by :class:`~greenws.Server` and :class:`~greenws.Client`.
 
-Reading feeds :class:`~greenws.protocol.Protocol`, answers pings and closes,
-and puts whole messages in a bounded queue that :meth:`Base.receive` drains;
-who reads depends on the preset (see "reading" below).  Every write (user
-messages, pongs, pings, Close frames) goes through one lock and is sent whole,
-so frames never interleave; pings and pongs go between the fragments of a
-large message instead of waiting for all of it (see "writing" below).  A
-write that is cut short -- by an error, or by a gevent/eventlet Timeout, a
-kill or KeyboardInterrupt -- drops the connection at once (1006): nothing
-may follow part of a frame on the wire.
+Every rule of an open connection -- the receive queue and when reading
+pauses, the closing handshake, ping bookkeeping and keepalive's verdict,
+close codes -- is :class:`~greenws.session.Session`'s.  :class:`Base` moves
+bytes between it and the socket, and holds what both ways of reading share:
+the public API, writing, closing and the end.  Who reads depends on the
+preset (a driver each, see :mod:`greenws._threads` and :mod:`greenws._hub`):
+the thread that receives, else a reader thread per connection (threads); the
+greenlet that receives, else a readiness watcher on the hub (gevent,
+eventlet).
+
+Every write (user messages, pongs, pings, Close frames) goes through one
+lock and is sent whole, so frames never interleave; pings and pongs go
+between the fragments of a large message instead of waiting for all of it
+(see "writing" below).  A write that is cut short -- by an error, or by a
+gevent/eventlet Timeout, a kill or KeyboardInterrupt -- drops the connection
+at once (1006): nothing may follow part of a frame on the wire.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import selectors
 import socket
 import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, TypeVar, Union
 
-from wsproto.events import CloseConnection, Event, Ping, Pong
 from wsproto.utilities import LocalProtocolError
 
 from . import presets as _presets
 from . import registry as _registry
+from ._hub import HubReader
+from ._threads import ThreadReader
 from .errors import ConnectionClosed
 from .log import logger
-from .protocol import (
-    ABNORMAL,
-    CLOSE,
-    FAIL,
-    GOING_AWAY,
-    INTERNAL_ERROR,
-    MESSAGE,
-    NO_STATUS,
-    NORMAL_CLOSURE,
-    PING,
-    PONG,
-    Protocol,
-)
+from .protocol import INTERNAL_ERROR, Protocol, Wire, is_close
 from .session import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_QUEUE,
+    OK_CODES,
+    Session,
     State,
     check_close,
     check_ping,
@@ -55,9 +52,6 @@ from .session import (
 __all__ = ["Base", "DEFAULT_CLOSE_TIMEOUT", "DEFAULT_MAX_QUEUE"]
 
 
-# Close reason when keepalive gives up on the peer.
-_KEEPALIVE_TIMEOUT = "keepalive ping timeout"
-
 # Pongs (and pings) waiting for the write lock beyond which a new pong
 # replaces the last one instead of queueing.
 _MAX_CONTROLS = 16
@@ -65,25 +59,47 @@ _MAX_CONTROLS = 16
 # Largest single read when a big frame is arriving.
 _MAX_READ = 256 * 1024
 
-# Thread mode: seconds without a read by receive() after which the reader
-# thread takes reading back, and the longest it sleeps while a receive() is
-# blocked reading (see "reading" below).
-_GRACE = 0.05
-_MAX_GRACE = 0.5
-
-# Makes _close_with()'s check-and-record atomic: close(), close_all()'s
-# closers, the reader and keepalive may start a close at the same moment.
-# Held for a few assignments only (never across I/O or a switch), so one lock
-# serves every connection; reentrant, so that a signal handler interrupting
-# the thread that holds it cannot deadlock.
+# Makes the session's close-state changes (check-and-record) atomic:
+# close(), close_all()'s closers, the reader and keepalive may start a close
+# at the same moment.  Held for a few assignments only (never across I/O or a
+# switch), so one lock serves every connection; reentrant, so that a signal
+# handler interrupting the thread that holds it cannot deadlock.
 _close_lock = threading.RLock()
 
-# Codes after which ``for msg in ws`` ends quietly instead of raising.
-_OK_CODES = (NORMAL_CLOSURE, GOING_AWAY, NO_STATUS)
+_monotonic = time.monotonic
 
 Data = Union[str, bytes]
 # ``with Client.connect(...) as ws`` gives a Client, not a Base.
 _Self = TypeVar("_Self", bound="Base")
+
+
+class _Session(Session):
+    """The session of a sync connection.  Several threads (or greenlets) may
+    start a close at once -- close(), close_all()'s closers, the reader (the
+    peer's Close, a protocol error), keepalive -- so each close-state change
+    holds ``_close_lock``, and turns the connection's ``connected`` False in
+    the same step: whoever sees the close sees that too."""
+
+    __slots__ = ("conn",)
+
+    conn: Base
+
+    def begin_close(self, code: int, reason: Optional[str]) -> bool:
+        with _close_lock:
+            if not Session.begin_close(self, code, reason):
+                return False
+            self.conn.connected = False
+            return True
+
+    def fail(self, code: int, reason: Optional[str]) -> bool:
+        with _close_lock:
+            self.conn.connected = False
+            return Session.fail(self, code, reason)
+
+    def connection_lost(self) -> None:
+        with _close_lock:
+            self.conn.connected = False
+            Session.connection_lost(self)
 
 
 def _send_whole(sock: Any, data: Any) -> None:
@@ -111,9 +127,6 @@ class Base:
     __slots__ = (
         "subprotocol",
         "connected",
-        "close_reason",
-        "close_message",
-        "latency",
         "receive_bytes",
         "ping_interval",
         "ping_timeout",
@@ -130,23 +143,13 @@ class Base:
         "_tls_pending",
         "_owns_socket",
         "_protocol",
-        "_queue",
+        "_session",
+        "_driver",
         "_message_event",
-        "_space_event",
         "_closed_event",
         "_write_lock",
         "_controls",
-        "_pings",
-        "_closing",
         "_done",
-        "_readiness",
-        "_armed",
-        "_reading",
-        "_read_lock",
-        "_wake",
-        "_reads",
-        "_on_duty",
-        "_want_read",
         "_thread",
         "_keepalive_thread",
         "__weakref__",
@@ -168,12 +171,22 @@ class Base:
     close_timeout: float
     #: Messages that may wait for ``receive()`` before reading pauses.
     max_queue: Optional[int]
-    #: The close code (1005 until a close happens).
-    close_reason: int
-    #: The close reason text, if any.
-    close_message: Optional[str]
-    #: Round-trip time in seconds of the last answered ping, or ``None``.
-    latency: Optional[float]
+
+    _session: _Session
+    # The reader thread (thread driver), keepalive's thread or greenlet.
+    _thread: Any
+    _keepalive_thread: Any
+
+    _is_server = False
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        self = super().__new__(cls)
+        # From birth, so that the close state and pings always have a home.
+        session = self._session = _Session(
+            None, client=not cls._is_server, max_queue=None
+        )
+        session.conn = self
+        return self
 
     def _configure(
         self,
@@ -202,13 +215,46 @@ class Base:
             close_timeout=close_timeout,
             max_queue=max_queue,
         )
-        self.close_reason = NO_STATUS
-        self.close_message = None
-        self.latency = None
+        self._session.max_queue = self.max_queue
         self.preset = preset = _presets.resolve(preset, sock=sock, **classes)
         self.thread_class = preset["thread_class"]
         self.event_class = preset["event_class"]
         self.selector_class = preset["selector_class"]
+
+    # -- attributes kept by the session ---------------------------------------
+
+    @property
+    def close_reason(self) -> int:
+        """The close code (1005 until a close happens)."""
+        return self._session.close_reason
+
+    @property
+    def close_message(self) -> Optional[str]:
+        """The close reason text, if any."""
+        return self._session.close_message
+
+    @property
+    def latency(self) -> Optional[float]:
+        """Round-trip time in seconds of the last answered ping, or ``None``."""
+        return self._session.latency
+
+    # The session's receive queue and waiting pings, by their old names.
+
+    @property
+    def _queue(self) -> List[Data]:
+        return self._session.queue
+
+    @_queue.setter
+    def _queue(self, queue: List[Data]) -> None:
+        self._session.queue = queue
+
+    @property
+    def _pings(self) -> Dict[bytes, List[Any]]:
+        return self._session._pings
+
+    @_pings.setter
+    def _pings(self, pings: Dict[bytes, List[Any]]) -> None:
+        self._session._pings = pings
 
     # -- starting -----------------------------------------------------------
 
@@ -229,37 +275,17 @@ class Base:
         # Looked up once: a missing attribute is slow on green sockets.
         self._tls_pending = getattr(sock, "pending", None)
         self._owns_socket = owns_socket
-        self._protocol = protocol
-        # A list, not a deque: it holds at most max_queue messages, and an
-        # empty deque costs 600 bytes more per connection.
-        self._queue: List[Data] = []
+        self._protocol = self._session.protocol = protocol
         self._message_event = event_class()
         self._closed_event = event_class()
         self._write_lock = self.preset["lock_class"]()
         # Pings and pongs waiting for the write lock's holder (see _send_controls).
         self._controls: Optional[List[List[Any]]] = None
-        # payload -> [waiter or None, time sent, round-trip time once answered]
-        self._pings: Dict[bytes, List[Any]] = {}
-        self._closing = False
         self._done = False
         readiness = self.preset.readiness
-        self._readiness: Any = readiness(sock) if readiness is not None else None
-        # Thread mode: set while the queue has room (the reader pauses on it).
-        self._space_event: Any = None
-        if self._readiness is None:
-            self._space_event = event_class()
-            self._space_event.set()
-            self._read_lock = self.preset["lock_class"]()
-            self._wake = event_class()
-            self._wake.set()  # the reader thread starts on duty
-            self._reads = 0
-            self._on_duty = False
-            self._want_read = False
-        self._armed = False  # hub mode: the readiness watcher is on
-        # Hub mode: a greenlet is in _read_once(), or this one handles the
-        # bytes that came with the handshake below (a Close among them is
-        # answered with reads of its own: the watcher must stay off).
-        self._reading = True
+        self._driver: Any = (
+            ThreadReader(self) if readiness is None else HubReader(self, readiness)
+        )
         try:
             self.local_address: Any = sock.getsockname()
             self.remote_address: Any = peer if peer else sock.getpeername()
@@ -268,10 +294,9 @@ class Base:
         self.connected = True
         # Bytes that came with the handshake are handled now, not when more
         # data happens to arrive.
-        if not self._handle(protocol.receive_data(pending)):
+        if not self._read_once(pending):
             self._finish()
             return
-        self._reading = False
         _registry.add(self)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -281,10 +306,7 @@ class Base:
                 self.remote_address,
                 self.preset.name,
             )
-        if self._readiness is not None:
-            self._arm()
-        else:
-            self._thread = self._spawn(self._run)
+        self._driver.start()
         if self.ping_interval:
             self._keepalive_thread = self._spawn(self._keepalive)
 
@@ -340,7 +362,9 @@ class Base:
         connection closed are returned first; then :class:`ConnectionClosed`
         is raised.
         """
-        queue = self._queue
+        session = self._session
+        queue = session.queue
+        driver = self._driver
         deadline = None
         while True:
             if queue:
@@ -349,13 +373,13 @@ class Base:
                     break
                 except IndexError:  # another receiver took it since the test
                     pass
-            if self._closing:
-                raise ConnectionClosed(self.close_reason, self.close_message)
+            if session.closing:
+                raise ConnectionClosed(session.close_reason, session.close_message)
             remaining = None
             if timeout is not None:
                 if deadline is None:
-                    deadline = time.monotonic() + timeout
-                remaining = max(deadline - time.monotonic(), 0.0)
+                    deadline = _monotonic() + timeout
+                remaining = max(deadline - _monotonic(), 0.0)
             # Cleared before looking: whoever reads instead of this call
             # sets it afterwards.
             self._message_event.clear()
@@ -366,21 +390,16 @@ class Base:
                 # and recv() would wait for the rest past the timeout: the
                 # reader thread or the hub's watcher reads instead.
                 read = None
-                self._call_reader()
-            elif self._readiness is not None:
-                read = None if self._reading else self._hub_read(remaining)
+                driver.call()
             else:
-                read = self._read_here(remaining)
+                read = driver.read(remaining)
             if read is False:
                 return None
-            if read is None and not queue and not self._closing:
+            if read is None and not queue and not session.closing:
                 if remaining == 0.0:
                     return None
                 self._message_event.wait(remaining)
-        if self._readiness is not None:
-            self._arm()
-        elif not self._space_event.is_set() and self._room():
-            self._space_event.set()  # wake the paused reader
+        driver.resume()  # reading may have paused on a full queue
         return message
 
     def ping(
@@ -395,16 +414,14 @@ class Base:
         connection ends while waiting.
         """
         payload = check_ping(data)
-        while not payload or payload in self._pings:
-            payload = os.urandom(4)
-        entry: List[Any] = [self.event_class(), time.monotonic(), None]
-        self._pings[payload] = entry
-        if not self.connected or not self._write(Ping(payload=payload)):
-            self._pings.pop(payload, None)
+        session = self._session
+        entry = session.add_ping(payload, self.event_class(), _monotonic())
+        if not self.connected or not self._send_ping(entry, None):
+            session.forget_ping(entry[0])
             raise ConnectionClosed(self.close_reason, self.close_message)
-        self._call_reader()
+        self._driver.call()
         if not entry[0].wait(timeout):
-            self._pings.pop(payload, None)
+            session.forget_ping(entry[0])
             raise TimeoutError(f"no pong within {timeout} seconds")
         if entry[2] is None:  # woken because the connection ended
             raise ConnectionClosed(self.close_reason, self.close_message)
@@ -464,7 +481,7 @@ class Base:
         CLOSING (the closing handshake started, or it failed), CLOSED."""
         return connection_state(
             hasattr(self, "_protocol"),
-            getattr(self, "_closing", False),
+            self._session.closing,
             getattr(self, "_done", False),
         )
 
@@ -472,8 +489,7 @@ class Base:
     def extensions(self) -> List[str]:
         """The negotiated extensions, as their ``Sec-WebSocket-Extensions``
         header values (``[]`` without compression)."""
-        protocol = getattr(self, "_protocol", None)
-        return [] if protocol is None else protocol.extensions
+        return self._session.extensions
 
     def choose_subprotocol(self, request: Any) -> Optional[str]:
         """Pick the subprotocol from the client's offer (server side).
@@ -498,7 +514,7 @@ class Base:
             try:
                 message = self.receive()
             except ConnectionClosed as exc:
-                if exc.reason in _OK_CODES:
+                if exc.reason in OK_CODES:
                     return
                 raise
             assert message is not None
@@ -514,22 +530,21 @@ class Base:
 
     def _write(
         self,
-        event: Union[Event, str, bytes, bytearray, memoryview],
-        closing: bool = False,
+        message: Union[str, bytes, bytearray, memoryview, None] = None,
         timeout: Optional[float] = None,
+        close: Any = None,
         text: Optional[bool] = None,
     ) -> bool:
-        """Serialise and send ``event`` (or a whole message) whole.
-
-        Returns False if the connection is gone.
+        """Frame and send a whole ``message``, or our Close frame: ``close``
+        is ``(code, reason)`` (framed here, under the lock, after any
+        message going out) or the frame itself (the session's answer to the
+        peer's Close).  Returns False if the connection is gone.
 
         With ``timeout``, a peer that cannot take the frame in that time (the
         lock is held by a stuck send, or the socket buffer stays full) gets
-        the connection aborted instead of blocking the caller for ever.  A
-        ping never waits for a whole message (see :meth:`_send_ping`).
+        the connection aborted instead of blocking the caller for ever.
+        Pings and pongs never wait for the lock (see :meth:`_send_ping`).
         """
-        if type(event) is Ping:
-            return self._send_ping(event, timeout)
         lock = self._write_lock
         if timeout is None:
             lock.acquire()
@@ -537,16 +552,21 @@ class Base:
             self._drop()  # the holder's send fails, and it lets go
             return False
         try:
-            if self._done and not closing:
+            if self._done and close is None:
                 return False
             # From here on, whatever stops the write leaves the peer with an
             # unknown part of the frame (and the compressor or wsproto with a
             # message the peer never got): the connection is dropped.
             try:
-                if isinstance(event, (str, bytes, bytearray, memoryview)):
-                    data = self._protocol.send_message(event, text)
+                data: Optional[Wire]
+                if close is None:
+                    data = self._protocol.send_message(message, text)  # type: ignore[arg-type]
+                elif type(close) is tuple:
+                    data = self._session.close_frame(*close)
+                    if data is None:
+                        return False
                 else:
-                    data = self._protocol.send(event)
+                    data = close
                 if timeout is not None and not self._ready(
                     selectors.EVENT_WRITE, timeout
                 ):
@@ -592,7 +612,7 @@ class Base:
 
     # Control frames.  A ping or pong never waits for the write lock: when it
     # is taken it goes in _controls, as [frame, event set once sent or None,
-    # ping payload or None, time sent or None], and whoever holds the lock
+    # the ping's session entry or None, time sent or None], and whoever holds the lock
     # sends it before the next fragment or after releasing the lock.  So
     # neither the reader (answering a ping) nor keepalive waits behind a long
     # message, and a slow peer cannot stall the reader through our own send.
@@ -604,11 +624,9 @@ class Base:
             item = controls.pop(0)
             try:
                 _send_whole(self.sock, item[0])
-                item[3] = now = time.monotonic()
+                item[3] = now = _monotonic()
                 if item[2] is not None:
-                    entry = self._pings.get(item[2])
-                    if entry is not None:
-                        entry[1] = now  # round trips count from here
+                    self._session.ping_sent(item[2], now)
             finally:
                 if item[1] is not None:
                     item[1].set()
@@ -633,17 +651,10 @@ class Base:
             finally:
                 lock.release()
 
-    def _queue_pong(self, payload: bytes) -> bool:
-        """Queue a pong for ``payload``; False if none may be sent any more.
-
-        The reader then sends it with :meth:`_flush_controls`, which never
-        waits for the lock (only for the socket, when the peer does not read
-        its pongs: TCP then pushes back on its pings).
-        """
-        try:
-            frame = self._protocol.send(Pong(payload=payload))
-        except LocalProtocolError:
-            return False  # our Close is out: no more pongs
+    def _queue_pong(self, frame: Wire) -> None:
+        """Queue a pong; the reader then sends it with :meth:`_flush_controls`,
+        which never waits for the lock (only for the socket, when the peer
+        does not read its pongs: TCP then pushes back on its pings)."""
         controls = self._controls
         if controls is None:
             controls = self._controls = []
@@ -653,22 +664,22 @@ class Base:
                 # A flood of pings while a long write holds the lock: only
                 # the latest needs an answer (RFC 6455 5.5.3).
                 last[0] = frame
-                return True
+                return
         controls.append([frame, None, None, None])
-        return True
 
-    def _send_ping(self, event: Ping, timeout: Optional[float]) -> bool:
-        """Send a ping now, or between two fragments of the message going out.
+    def _send_ping(self, entry: List[Any], timeout: Optional[float]) -> bool:
+        """Send the ping of a session ``entry`` now, or between two fragments
+        of the message going out.
 
         Returns False when the connection is gone, or when the ping could not
         leave within ``timeout`` (what that means is the caller's to say).
-        The ping's entry in _pings gets the time it actually left.
+        The session learns when the ping actually left.
         """
         try:
-            frame = self._protocol.send(event)
+            frame = self._session.ping_frame(entry)
         except LocalProtocolError:
             return False
-        item: List[Any] = [frame, None, bytes(event.payload), None]
+        item: List[Any] = [frame, None, entry, None]
         lock = self._write_lock
         if lock.acquire(False):
             try:
@@ -715,9 +726,7 @@ class Base:
         hub mode, the watcher must not outlive the call, which may return
         to a server that closes the socket next.
         """
-        if not self._closing:
-            self.close_reason = ABNORMAL
-            self.close_message = None
+        self._session.connection_lost()
         self._finish()
 
     def _ready(self, events: int, timeout: float) -> bool:
@@ -740,47 +749,100 @@ class Base:
 
     # -- reading -------------------------------------------------------------
     #
-    # Two ways to read, chosen by the preset:
-    #
-    # - Thread mode (threads, or classes greenws knows nothing about): a
-    #   thread in receive() reads the socket itself, under a lock, so that a
-    #   message needs no hand-off between threads (one costs more than the
-    #   rest of a round trip).  A background reader per connection reads
-    #   whenever receive() does not: it takes over after _GRACE seconds
-    #   without a read by receive(), or at once when ping(), close() or
-    #   keepalive calls it, and hands reading back as soon as a receive()
-    #   asks for it.  So pings are answered and closes seen while the
-    #   application does something else.
-    # - Hub mode (gevent, eventlet): no reader of its own.  A greenlet that
-    #   waits in receive() reads the socket itself (no hand-off per message),
-    #   and while nobody receives, a readiness watcher on the hub spawns a
-    #   short-lived greenlet when data arrives, so pings are answered and
-    #   closes seen.  An idle connection then costs one watcher instead of a
-    #   parked greenlet and its stack.
+    # The driver (the preset's way of reading) calls _read_once() when data
+    # may have come, and _reader_failed() when that raised.
 
-    def _read_once(self) -> bool:
-        """One recv() and whatever it brings; False when reading is over."""
-        protocol = self._protocol
-        try:
-            # Read a large frame in large pieces, small ones in small.
-            data = self.sock.recv(
-                max(self.receive_bytes, min(protocol.wanted, _MAX_READ))
-            )
-        except (OSError, ValueError):
-            data = b""
-        if not data:
-            self._eof()
-            return False
-        # TLS: a record larger than the read leaves decrypted bytes inside
-        # the SSL object, where no readiness check on the socket sees them.
-        pending = self._tls_pending
-        if pending is not None:
+    def _read_once(self, data: Optional[bytes] = None) -> bool:
+        """One recv() and whatever it brings; False when reading is over.
+
+        ``data``: bytes already read (those that came with the handshake).
+        The common case -- messages, nothing to answer -- costs the session's
+        call and one event.
+        """
+        if data is None:
+            protocol = self._protocol
             try:
-                while pending():
-                    data += self.sock.recv(pending())
+                # Read a large frame in large pieces, small ones in small.
+                data = self.sock.recv(
+                    max(self.receive_bytes, min(protocol.wanted, _MAX_READ))
+                )
             except (OSError, ValueError):
-                pass  # the next read reports it
-        return self._handle(protocol.receive_data(data))
+                data = b""
+            if not data:
+                self._session.connection_lost()
+                return False
+            # TLS: a record larger than the read leaves decrypted bytes
+            # inside the SSL object, where no readiness check on the socket
+            # sees them.
+            pending = self._tls_pending
+            if pending is not None:
+                try:
+                    while pending():
+                        data += self.sock.recv(pending())
+                except (OSError, ValueError):
+                    pass  # the next read reports it
+        session = self._session
+        replies = session.receive_data(data, _monotonic)
+        if len(session.queue):  # (the receivers' test is theirs: no bool())
+            self._message_event.set()
+        if replies is None and session.reading and not session.answered:
+            return True
+        return self._act(replies)
+
+    def _act(self, replies: Optional[List[Wire]]) -> bool:
+        """Do what the session asked after a read: wake answered pings, send
+        pongs, our Close; False when reading is over.
+
+        Every message is queued by now, so a gevent/eventlet Timeout or a
+        kill that interrupts a wait here loses nothing that was read.
+        """
+        session = self._session
+        if session.answered:
+            self._wake_answered()
+        close = None
+        if replies is not None:
+            if is_close(replies[-1]):
+                close = replies.pop()
+            for pong in replies:
+                self._queue_pong(pong)
+            if replies:
+                self._flush_controls()
+        if session.reading:
+            return True
+        if close is not None:
+            self._write(timeout=self.close_timeout, close=close)
+        self._closing_started()
+        if self._owns_socket and session.awaits_eof():
+            self._await_eof()
+        return False
+
+    def _pong(self, payload: bytes) -> None:
+        """A pong for ``payload`` came: the session settles the pings it
+        answers; their waiters wake."""
+        self._session.pong(payload, _monotonic)
+        self._wake_answered()
+
+    def _wake_answered(self) -> None:
+        answered = self._session.answered
+        for token in answered:
+            token.set()
+        answered.clear()
+
+    def _await_eof(self) -> None:
+        """Client: after the closing handshake, wait (close_timeout at most,
+        however much the server still sends) for the server to close TCP
+        (RFC 6455 7.1.1)."""
+        deadline = _monotonic() + self.close_timeout
+        try:
+            while True:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    break
+                self.sock.settimeout(remaining)
+                if not self.sock.recv(65536):
+                    break
+        except (OSError, ValueError):
+            pass
 
     def _reader_failed(self) -> None:
         """Reading raised something other than an I/O error: a bug of ours.
@@ -801,294 +863,54 @@ class Base:
         except Exception:  # noqa: BLE001 - already logged; reading ends anyway
             pass
 
-    def _room(self) -> bool:
-        """Whether reading may go on (backpressure: the queue is not full)."""
-        return self.max_queue is None or len(self._queue) < self.max_queue
+    # -- closing ------------------------------------------------------------
 
-    # Thread mode.
+    def _close_with(self, code: int, reason: Optional[str]) -> bool:
+        """Record why the connection closes and send our Close frame, once.
 
-    def _run(self) -> None:
-        """The background reader: reads whenever no receive() does."""
-        lock = self._read_lock
-        try:
-            while self._await_duty():
-                try:
-                    while self._wait_for_room() and self._read_or_finish():
-                        if self._want_read:
-                            break
-                finally:
-                    self._want_read = False
-                    self._on_duty = False
-                    lock.release()
-                self._message_event.set()  # the waiting receive() reads next
-        finally:
-            self._finish()  # normally done already, under the lock
-
-    def _await_duty(self) -> bool:
-        """Sleep until the reader thread has to read; then hold the read lock.
-
-        Returns False once the connection is done.
+        For every close we start: close(), close_all(), a bug in reading.
+        The session's check-and-record holds ``_close_lock`` and turns
+        ``connected`` False (see :class:`_Session`), as does the reader's for
+        the peer's Close or a protocol error, and keepalive's.  Returns False
+        if the connection was already closing.
         """
-        wake = self._wake
-        pause = _GRACE
-        while not self._done:
-            reads = self._reads
-            woken = wake.wait(pause)
-            if woken:
-                wake.clear()
-            elif self._reads != reads:
-                pause = _GRACE  # receive() is reading: leave it to it
-                continue
-            if self._read_lock.acquire(False):
-                if not self._done:
-                    self._on_duty = True
-                    self._want_read = False
-                    return True
-                self._read_lock.release()
-                break
-            # A receive() is blocked reading; the longer it stays blocked,
-            # the less often this thread looks.
-            pause = _GRACE if woken else min(pause * 2, _MAX_GRACE)
-        return False
-
-    def _read_here(self, timeout: Optional[float]) -> Optional[bool]:
-        """Wait up to ``timeout`` for data and read it in the calling thread.
-
-        Returns False if the time ran out, and None at once if another
-        thread is reading; that one wakes ``_message_event`` when it stops
-        (``_want_read`` asks it to).
-        """
-        lock = self._read_lock
-        if not lock.acquire(False):
-            self._want_read = True
-            return None
-        try:
-            if self._done:
-                return True
-            if timeout is not None and not self._ready(selectors.EVENT_READ, timeout):
-                return False
-            self._reads += 1
-            self._read_or_finish()
-        finally:
-            lock.release()
-            if self._want_read:
-                self._message_event.set()
+        if not self._session.begin_close(code, reason):
+            return False
+        self._write(timeout=self.close_timeout, close=(code, reason))
+        self._closing_started()
         return True
 
-    def _read_or_finish(self) -> bool:
-        """One read (read lock held); finish, still holding it, when over."""
-        try:
-            more = self._read_once()
-        except Exception:  # noqa: BLE001 - logged there; the reader goes on
-            self._reader_failed()
-            more = False
-        if not more:
-            self._finish()
-        return more
-
-    def _call_reader(self) -> None:
-        """Thread mode: make the reader thread read now, if nobody does.
-
-        For whatever needs an answer from the peer (a pong, its Close) when
-        the application may not be receiving.
-        """
-        if self._readiness is None and not self._on_duty:
-            self._wake.set()
-
-    def _wait_for_room(self) -> bool:
-        """Pause while the queue is full (TCP then pushes back on the peer)."""
-        while not self._closing and not self._room():
-            self._space_event.clear()
-            if not self._closing and not self._room():
-                self._space_event.wait()
-        return True
-
-    # Hub mode.
-
-    def _arm(self) -> None:
-        """Watch for incoming data if nobody reads and there is room."""
-        if (
-            not self._armed
-            and not self._reading
-            and not self._done
-            and (self._closing or self._room())
-        ):
-            self._armed = True
-            self._readiness.arm(self._on_readable)
-
-    def _disarm(self) -> None:
-        if self._armed:
-            self._armed = False
-            self._readiness.disarm()
-
-    def _on_readable(self) -> None:
-        """Hub callback (must not block): hand the data to a new greenlet."""
-        self._disarm()
-        self.thread_class(target=self._drain).start()
-
-    def _drain(self) -> None:
-        """Read what the watcher saw, unless a receive() took it meanwhile."""
-        if not self._reading and not self._done:
-            # Timeout 0: only read if the data is still there, never block.
-            self._hub_read(0)
-            # A receive() waiting on the event may take over reading.
-            self._message_event.set()
-
-    def _hub_read(self, timeout: Optional[float]) -> bool:
-        """Wait up to ``timeout`` for data and read it (hub mode).
-
-        Returns False if the time ran out.  Whatever happens -- even a
-        gevent/eventlet Timeout of the caller's -- reading is handed back to
-        the watcher afterwards, or the connection is finished.
-        """
-        self._disarm()
-        self._reading = True
-        ready = more = True
-        try:
-            ready = self._readiness.wait(timeout)
-            if ready:
-                more = self._read_once()
-        except Exception:  # noqa: BLE001 - logged there; the reader goes on
-            self._reader_failed()
-            more = False
-        finally:
-            self._reading = False
-            if more:
-                self._arm()  # nobody may receive for a while: keep watching
-            else:
-                self._finish()
-        return ready
-
-    # Keepalive (both modes).
+    def _closing_started(self) -> None:
+        """Whoever waits must see it, and someone must read on (a paused or
+        idle reader too) until the peer's Close or EOF ends the connection."""
+        self._message_event.set()
+        self._driver.closing()
 
     def _keepalive(self) -> None:
         """Ping every ping_interval; fail with 1011 if a pong is late."""
         interval = self.ping_interval or 0.0
         timeout = self.ping_timeout or 0.0
         closed = self._closed_event
+        session = self._session
         while not closed.wait(interval):
-            payload = os.urandom(4)
-            entry: List[Any] = [self.event_class(), time.monotonic(), None]
-            self._pings[payload] = entry
+            entry = session.add_ping(b"", self.event_class(), _monotonic())
             # The ping may wait for the fragment going out, but must leave
             # within ping_timeout; the pong then has ping_timeout from when
-            # the ping left (entry[1]), so a busy connection is not dead.
-            if not self._write(Ping(payload=payload), timeout=timeout or None):
-                self._pings.pop(payload, None)
-                if self._done or self._closing:
+            # the ping left, so a busy connection is not dead.
+            if not self._send_ping(entry, timeout or None):
+                session.forget_ping(entry[0])
+                if self._done or session.closing:
                     return  # the connection is gone, or going
             else:
-                self._call_reader()
-                left = max(entry[1] + timeout - time.monotonic(), 0.0)
+                self._driver.call()
+                left = session.pong_due(entry, timeout, _monotonic())
                 if entry[0].wait(left) or self._done:
                     continue
-            self._close_with(INTERNAL_ERROR, _KEEPALIVE_TIMEOUT, send=False)
+            session.keepalive_failed()  # no Close: the peer does not listen
             self._finish()
             return
 
-    def _handle(self, actions: Any) -> bool:
-        """Act on what the protocol reported; False when reading must stop.
-
-        Nothing here waits until every message is queued: pongs are queued
-        in order with them (any later write sends them first) and sent
-        after, so a gevent/eventlet Timeout or a kill that interrupts the
-        wait loses nothing that was read.
-        """
-        pong = False
-        for kind, value in actions:
-            if kind == MESSAGE:
-                if not self._closing:
-                    self._queue.append(value)
-                    self._message_event.set()
-            elif kind == PING:
-                pong = self._queue_pong(value) or pong
-            elif kind == PONG:
-                self._pong(value)
-            elif kind == CLOSE or kind == FAIL:  # always the last action
-                if pong:
-                    self._flush_controls()
-                if kind == CLOSE:
-                    self._peer_closed(*value)
-                else:
-                    self._close_with(*value)
-                return False
-        if pong:
-            self._flush_controls()
-        return True
-
-    def _pong(self, payload: bytes) -> None:
-        if payload not in self._pings:
-            return  # unsolicited pong: allowed, ignored
-        # A pong answers its ping and every earlier one still waiting.
-        now = time.monotonic()
-        for key in list(self._pings):
-            # A ping() whose time ran out meanwhile has taken its own entry.
-            entry = self._pings.pop(key, None)
-            if entry is not None:
-                entry[2] = self.latency = now - entry[1]
-                if entry[0] is not None:
-                    entry[0].set()
-            if key == payload:
-                break
-
-    def _peer_closed(self, code: int, reason: Optional[str]) -> None:
-        self._close_with(code, reason)  # echo the peer's Close (RFC 6455 5.5.1)
-        if not self._owns_socket or self._is_server:
-            return  # the server closes the TCP connection first
-        # The client waits (close_timeout at most, however much the server
-        # still sends) for the server to close TCP.
-        deadline = time.monotonic() + self.close_timeout
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self.sock.settimeout(remaining)
-                if not self.sock.recv(65536):
-                    break
-        except (OSError, ValueError):
-            pass
-
-    def _close_with(self, code: int, reason: Optional[str], send: bool = True) -> bool:
-        """Record why the connection closes and send our Close frame, once.
-
-        Used for every way a close starts: ours, the peer's (echoed), and
-        failing the connection on a protocol error or a keepalive timeout
-        (``send=False`` when the peer is not listening anyway).  Returns
-        False if the connection was already closing.
-        """
-        with _close_lock:
-            if self._closing:
-                return False
-            self._closing = True
-            self.connected = False
-            self.close_reason = code
-            self.close_message = reason
-        if send:
-            self._write(
-                CloseConnection(code=code, reason=reason),
-                closing=True,
-                timeout=self.close_timeout,
-            )
-        # Whoever waits must see it, and someone must read on (a paused or
-        # idle reader too) until the peer's Close or EOF ends the connection.
-        self._message_event.set()
-        if self._readiness is not None:
-            self._arm()
-        else:
-            self._space_event.set()
-            self._call_reader()
-        return True
-
-    def _eof(self) -> None:
-        if not self._closing:
-            self.close_reason = ABNORMAL
-            self.close_message = None
-        self.connected = False
-
     # -- ending -------------------------------------------------------------
-
-    _is_server = False
 
     def _abort(self) -> None:
         """Shut the socket down so that every blocked call returns."""
@@ -1101,21 +923,20 @@ class Base:
         """Reading is over: close TCP, wake everyone, drop references."""
         if self._done:
             return
+        session = self._session
+        session.connection_lost()  # nothing more is read (1006 unless closing)
         _registry.discard(self)
         logger.log(
-            close_log_level(self.close_reason),
+            close_log_level(session.close_reason),
             "%s closed %s: %s %s",
             type(self).__name__,
             self.remote_address,
-            self.close_reason,
-            self.close_message or "",
+            session.close_reason,
+            session.close_message or "",
         )
         self.connected = False
         self._done = True
-        self._closing = True
-        if self._readiness is not None:
-            self._disarm()
-            self._readiness.close()
+        self._driver.finish()
         self._abort()
         if self._owns_socket:
             try:
@@ -1123,12 +944,8 @@ class Base:
             except OSError:  # pragma: no cover
                 pass
         self._message_event.set()
-        if self._space_event is not None:
-            self._space_event.set()
-            self._wake.set()  # the reader thread ends
-        for entry in list(self._pings.values()):
-            if entry[0] is not None:
-                entry[0].set()
+        for token in session.waiting_pings():
+            token.set()
         for item in self._controls or ():
             if item[1] is not None:
                 item[1].set()  # a ping that will never leave

@@ -622,3 +622,9 @@ def _frame(first: int, payload: Binary, masked: bool) -> Frame:
         # its own.
         return header + payload[:_BIG], memoryview(payload)[_BIG:]
     return header + payload
+
+
+def is_close(frame: Wire) -> bool:
+    """Whether ``frame`` (one whole frame, as :meth:`Protocol.send` returns
+    it) is a Close frame: FIN and opcode 0x8 (RFC 6455 5.2)."""
+    return type(frame) is bytes and frame[:1] == b"\x88"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union, cast
 
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Ping, Pong
@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 Data = Union[str, bytes]
+#: The time in seconds, or a function that returns it (read only if needed).
+Now = Union[float, Callable[[], float]]
 
 #: Seconds a close waits for the peer's Close frame.
 DEFAULT_CLOSE_TIMEOUT = 5.0
@@ -259,7 +261,7 @@ class Session:
         #: drivers leave the limit to :class:`~greenws.protocol.Protocol`,
         #: which applies it while a message arrives).
         self.max_message_size = max_message_size
-        # payload -> [token, time sent]
+        # payload -> [token, time sent, round-trip time once answered, payload]
         self._pings: Dict[bytes, List[Any]] = {}
 
     @property
@@ -271,8 +273,11 @@ class Session:
 
     # -- incoming ----------------------------------------------------------
 
-    def receive_data(self, data: bytes, now: float) -> Optional[List[Wire]]:
+    def receive_data(self, data: bytes, now: Now) -> Optional[List[Wire]]:
         """Feed bytes read from the peer.
+
+        ``now`` is the time, or a function that returns it: only a pong
+        needs it, and a driver need not read the clock for every read.
 
         Whole messages go to ``queue`` (dropped once closing).  Returns the
         frames to send back, in order -- pongs, and the Close frame that
@@ -290,11 +295,17 @@ class Session:
                     self.queue.append(value)
             elif kind == PING:
                 if not self.closing:
+                    try:
+                        pong = self.protocol.send(Pong(payload=value))
+                    except LocalProtocolError:
+                        # Our Close went out meanwhile (a sync close() in
+                        # another thread): no more pongs.
+                        continue
                     if replies is None:
                         replies = []
-                    replies.append(self.protocol.send(Pong(payload=value)))
+                    replies.append(pong)
             elif kind == PONG:
-                self._pong(value, now)
+                self.pong(value, now)
             else:
                 # CLOSE: echo the peer's Close (RFC 6455 5.5.1), unless ours
                 # went first.  FAIL: a protocol error; our Close says which.
@@ -373,6 +384,13 @@ class Session:
         """
         if not self.begin_close(code, reason):
             return None
+        return self.close_frame(code, reason)
+
+    def close_frame(self, code: int, reason: Optional[str]) -> Optional[bytes]:
+        """Our Close frame for a close :meth:`begin_close` recorded, or None
+        if wsproto is past sending one.  (A sync driver builds it under its
+        write lock, right before sending: a message going out is finished
+        first.)"""
         try:
             return self.protocol.send(CloseConnection(code=code, reason=reason))
         except LocalProtocolError:  # wsproto already closed
@@ -415,11 +433,34 @@ class Session:
         by four random bytes; ``token`` (say, an event to set) goes to
         ``answered`` when the pong comes.
         """
+        return self.ping_frame(self.add_ping(payload, token, now))
+
+    def add_ping(self, payload: bytes, token: Any, now: float) -> List[Any]:
+        """Register a ping (as :meth:`ping`) without framing it; return its
+        entry: ``[token, time sent, round-trip time once answered, payload]``.
+        A driver that may send the ping later keeps the entry for
+        :meth:`ping_frame`, :meth:`ping_sent` and the round-trip time."""
         pings = self._pings
         while not payload or payload in pings:
             payload = os.urandom(4)
-        pings[payload] = [token, now]
-        return self.protocol.send(Ping(payload=payload))
+        entry = pings[payload] = [token, now, None, payload]
+        return entry
+
+    def ping_frame(self, entry: List[Any]) -> bytes:
+        """The frame of a ping :meth:`add_ping` registered (raises
+        ``LocalProtocolError`` once our Close is out)."""
+        return self.protocol.send(Ping(payload=entry[3]))
+
+    def ping_sent(self, entry: List[Any], now: float) -> None:
+        """The ping left at ``now``: its round trip, and keepalive's wait
+        for its pong, count from here, not from when it was queued behind a
+        long message."""
+        entry[1] = now
+
+    def pong_due(self, entry: List[Any], timeout: float, now: float) -> float:
+        """Seconds left, at ``now``, for the pong of the ping ``entry``
+        (sent or not) within ``timeout`` of when it left; at least 0."""
+        return max(float(entry[1]) + timeout - now, 0.0)
 
     def forget_ping(self, token: Any) -> None:
         """Drop a ping nobody waits for any more (its caller timed out)."""
@@ -431,16 +472,22 @@ class Session:
         """Tokens of every ping still waiting (to wake them on close)."""
         return [entry[0] for entry in self._pings.values()]
 
-    def _pong(self, payload: bytes, now: float) -> None:
+    def pong(self, payload: bytes, now: Now) -> None:
+        """A pong for ``payload`` came: it answers its ping and every earlier
+        one still waiting (their tokens go to ``answered``, their entries get
+        the round-trip time); an unsolicited pong is ignored."""
         pings = self._pings
         if payload not in pings:
             return  # unsolicited pong: allowed, ignored
+        if callable(now):
+            now = now()
         # A pong answers its ping and every earlier one still waiting.
         for key in list(pings):
+            # A sync ping() whose time ran out meanwhile has taken its own
+            # entry (forget_ping); the pings after it stay unanswered.
             entry = pings.pop(key, None)
-            if entry is None:
-                continue
-            self.latency = now - entry[1]
-            self.answered.append(entry[0])
+            if entry is not None:
+                entry[2] = self.latency = now - entry[1]
+                self.answered.append(entry[0])
             if key == payload:
                 break

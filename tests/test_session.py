@@ -286,3 +286,64 @@ def test_session_state_follows_the_closing_handshake():
     assert connection_state(True, s.closing, False) is State.CLOSING
     assert s.extensions == []
     assert Session(None, client=False, max_queue=None).extensions == []  # ASGI
+
+
+class _ForgetsWhileListed(dict):
+    """Pings whose entry for ``gone`` is taken away (a sync ping() timing
+    out in another thread) right after a pong has listed them."""
+
+    def __init__(self, gone):
+        super().__init__()
+        self.gone = gone
+
+    def __iter__(self):
+        keys = list(super().__iter__())
+        self.pop(self.gone, None)
+        return iter(keys)
+
+
+def test_pong_of_a_ping_forgotten_meanwhile_answers_no_later_ping():
+    s = session()
+    s._pings = _ForgetsWhileListed(b"two")
+    first, second, third = object(), object(), object()
+    s.ping(b"one", first, 1.0)
+    s.ping(b"two", second, 2.0)
+    s.ping(b"three", third, 3.0)
+    s.receive_data(frame(10, b"two"), 4.0)
+    assert s.answered == [first]  # not third: its own pong is still to come
+    assert s.waiting_pings() == [third]
+
+
+def test_ping_after_our_close_went_out_gets_no_pong_and_no_error():
+    """A sync close() in another thread can frame our Close between the
+    session's closing test and its pong: no pong, no LocalProtocolError."""
+    s = session()
+    s.protocol.send(CloseConnection(code=1000))  # what that close() framed
+    assert s.receive_data(frame(9, b"hi") + frame(1, b"kept"), 0.0) is None
+    assert s.queue == ["kept"]
+
+
+def test_the_clock_is_read_only_for_a_pong():
+    s = session()
+    reads = []
+
+    def clock():
+        reads.append(1)
+        return 5.0
+
+    s.receive_data(frame(1, b"a") + frame(9, b"p"), clock)
+    assert reads == []
+    entry = s.add_ping(b"x", "token", 1.0)
+    s.ping_sent(entry, 2.0)  # it left later, behind a long message
+    assert s.pong_due(entry, 10.0, 4.0) == 8.0
+    assert s.ping_frame(entry)[0] == 0x89
+    s.receive_data(frame(10, b"x"), clock)
+    assert reads == [1]
+    assert s.answered == ["token"] and entry[2] == s.latency == 3.0
+
+
+def test_close_frame_built_apart_from_the_close_state():
+    s = session()
+    assert s.begin_close(4000, "later")
+    assert s.close_frame(4000, "later")[:1] == b"\x88"
+    assert s.close_frame(4000, "again") is None  # wsproto is past it
