@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Callable, List, Optional, Sequence, Tuple
+import re
+from typing import Callable, List, Optional, Sequence, Set, Tuple
 
-import h11
-from wsproto.connection import Connection, ConnectionType
+from wsproto.connection import SERVER, Connection, ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 from wsproto.extensions import Extension
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+from wsproto.handshake import H11Handshake, server_extensions_handshake
+from wsproto.utilities import RemoteProtocolError, generate_accept_token
 
 from .compression import BoundedDeflate
 from .errors import ConnectionError, HandshakeError
@@ -31,21 +31,154 @@ def _extensions(compression: bool, max_size: Optional[int]) -> List[Extension]:
     return [BoundedDeflate(max_size)] if compression else []
 
 
-def _check_key(headers: Headers) -> None:
+# What h11 accepts in a request it serializes (RFC 7230 3.2, 3.3.2, 5.3), so
+# that a request refused when wsproto re-parsed it through h11 still is.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+_DIGITS = re.compile(rb"[0-9]{1,20}")
+_TARGET = re.compile(r"[\x21-\x7e]+")
+# Header names already seen to be tokens (bounded: names are the client's).
+_TOKENS: Set[bytes] = set()
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+_DEFLATE = "permessage-deflate"
+
+
+def _bad(message: str, headers: Sequence[Tuple[str, str]] = ()) -> HandshakeError:
+    return HandshakeError(400, f"Bad WebSocket handshake: {message}", headers)
+
+
+def _check_key(key: bytes) -> None:
     """RFC 6455 4.2.1: the key is the base64 encoding of 16 bytes.
 
     wsproto accepts any value; a client that sends something else is not
     speaking RFC 6455 and gets a 400 rather than a connection.
     """
+    try:
+        if len(base64.b64decode(key.strip(), validate=True)) == 16:
+            return
+    except (binascii.Error, ValueError):
+        pass
+    raise _bad("invalid Sec-WebSocket-Key")
+
+
+def _comma_list(value: bytes, what: str) -> List[str]:
+    try:
+        return [piece.decode("ascii").strip() for piece in value.split(b",")]
+    except UnicodeDecodeError:
+        raise _bad(f"non-ASCII {what} header") from None
+
+
+def _host(value: bytes) -> str:
+    # The idna codec decodes plain ASCII as ASCII; skip its cost then.
+    if value.isascii() and b"xn--" not in value:
+        return value.decode("ascii")
+    try:
+        return value.decode("idna")
+    except UnicodeError:
+        raise _bad("invalid Host header") from None
+
+
+def read_request(headers: Headers, target: str) -> Tuple[Request, bytes]:
+    """Validate an upgrade request's headers; wsproto's ``Request`` and the key.
+
+    The checks, their order and their messages are those of h11 (header
+    syntax, ``Content-Length``, ``Transfer-Encoding``, one ``Host``) and then
+    of wsproto's :class:`~wsproto.handshake.H11Handshake` (``Connection:
+    Upgrade``, version 13, a key, ``Upgrade: websocket``), which the server
+    used to run by serializing the request through h11 and parsing it back.
+    Raises :class:`HandshakeError`: 426 naming version 13 for another
+    version, else 400.
+    """
+    connection: Optional[bytes] = None
+    version: Optional[bytes] = None
+    upgrade = b""
+    keys: List[bytes] = []
+    hosts: List[bytes] = []
+    offers: List[bytes] = []
+    protocols: List[bytes] = []
+    extra: Headers = []
+    length: Optional[bytes] = None
+    chunked = False
     for name, value in headers:
-        if name.lower() == b"sec-websocket-key":
-            try:
-                if len(base64.b64decode(value.strip(), validate=True)) == 16:
-                    return
-            except (binascii.Error, ValueError):
-                pass
-            break
-    raise HandshakeError(400, "Bad WebSocket handshake: invalid Sec-WebSocket-Key")
+        if name not in _TOKENS:
+            if not _TOKEN.fullmatch(name):
+                raise _bad(f"Illegal header name {name!r}")
+            if len(_TOKENS) < 512:
+                _TOKENS.add(name)
+        if not _FIELD_VALUE.fullmatch(value):
+            raise _bad(f"Illegal header value {value!r}")
+        name = name.lower()
+        if name == b"host":
+            hosts.append(value)
+            continue
+        if name == b"sec-websocket-extensions":
+            offers.append(value)
+            continue
+        if name == b"sec-websocket-protocol":
+            protocols.append(value)
+            continue
+        if name == b"connection":
+            connection = value
+        elif name == b"sec-websocket-key":
+            keys.append(value)
+        elif name == b"sec-websocket-version":
+            version = value
+        elif name == b"upgrade":
+            upgrade = value
+        elif name == b"content-length":
+            lengths = {piece.strip() for piece in value.split(b",")}
+            if len(lengths) != 1:
+                raise _bad("conflicting Content-Length headers")
+            value = lengths.pop()
+            if not _DIGITS.fullmatch(value):
+                raise _bad("bad Content-Length")
+            if length is not None:
+                if value != length:
+                    raise _bad("conflicting Content-Length headers")
+                continue  # h11 keeps only the first of equal lengths
+            length = value
+        elif name == b"transfer-encoding":
+            if chunked:
+                raise _bad("multiple Transfer-Encoding headers")
+            value = value.lower()
+            if value != b"chunked":
+                raise _bad("Only Transfer-Encoding: chunked is supported")
+            chunked = True
+        extra.append((name, value))
+    if not hosts:
+        raise _bad("Missing mandatory Host: header")
+    if len(hosts) > 1:
+        raise _bad("Found multiple Host: headers")
+    if not _TARGET.fullmatch(target):
+        raise _bad("Illegal target characters")
+    if connection is None or not any(
+        token.lower() == "upgrade" for token in _comma_list(connection, "Connection")
+    ):
+        raise _bad("Missing header, 'Connection: Upgrade'")
+    if version != b"13":
+        raise HandshakeError(
+            426 if version else 400,
+            "Bad WebSocket handshake: Missing header, 'Sec-WebSocket-Version'",
+            [("Sec-WebSocket-Version", "13")],
+        )
+    if not keys:
+        raise _bad("Missing header, 'Sec-WebSocket-Key'")
+    if upgrade.lower() != b"websocket":
+        raise _bad("Missing header, 'Upgrade: websocket'")
+    request = Request(
+        host=_host(hosts[0]),
+        target=target,
+        extensions=[
+            offer for value in offers for offer in _comma_list(value, "extensions")
+        ],
+        extra_headers=extra,
+        subprotocols=[
+            name for value in protocols for name in _comma_list(value, "protocol")
+        ],
+    )
+    # Repeated keys are joined, as wsproto did to compute the answer: the
+    # result is never a valid key.
+    return request, keys[0] if len(keys) == 1 else b", ".join(keys)
 
 
 def accept_request(
@@ -61,39 +194,30 @@ def accept_request(
     connection, wsproto's ``Request`` and the chosen subprotocol.  Raises
     :class:`HandshakeError` (400 or 426) when the request is not a valid
     WebSocket upgrade.
+
+    The response is the one wsproto would build, written directly; the
+    connection is created open, with permessage-deflate when it was agreed.
     """
-    handshake = H11Handshake(ConnectionType.SERVER)
-    try:
-        handshake.initiate_upgrade_connection(headers, target)
-        request = next(handshake.events())
-    except RemoteProtocolError as exc:
-        hint = exc.event_hint
-        status = hint.status_code if isinstance(hint, RejectConnection) else 400
-        extra = [
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in (hint.headers if isinstance(hint, RejectConnection) else [])
-        ]
-        raise HandshakeError(status, f"Bad WebSocket handshake: {exc}", extra)
-    except (StopIteration, LocalProtocolError, h11.ProtocolError) as exc:
-        # h11 refuses to even build some bad requests (no Host header, ...).
-        raise HandshakeError(400, f"Bad WebSocket handshake: {exc}")
-    assert isinstance(request, Request)
-    _check_key(headers)
+    request, key = read_request(headers, target)
+    _check_key(key)
     subprotocol = choose_subprotocol(request)
-    if subprotocol is not None and subprotocol not in request.subprotocols:
-        raise ValueError(
-            f"choose_subprotocol() returned {subprotocol!r}, which the client "
-            f"did not offer ({request.subprotocols!r})"
-        )
-    data = handshake.send(
-        AcceptConnection(
-            subprotocol=subprotocol,
-            extensions=_extensions(compression, max_message_size),
-        )
-    )
-    conn = handshake.connection
-    assert conn is not None
-    return data, conn, request, subprotocol
+    response = [_SWITCHING, b"Connection: Upgrade\r\nSec-WebSocket-Accept: "]
+    response.append(generate_accept_token(key))
+    if subprotocol is not None:
+        if subprotocol not in request.subprotocols:
+            raise ValueError(
+                f"choose_subprotocol() returned {subprotocol!r}, which the client "
+                f"did not offer ({request.subprotocols!r})"
+            )
+        response += (b"\r\nSec-WebSocket-Protocol: ", subprotocol.encode("ascii"))
+    extensions: List[Extension] = []
+    if compression and any(_DEFLATE in offer for offer in request.extensions):
+        extensions = _extensions(compression, max_message_size)
+        agreed = server_extensions_handshake(request.extensions, extensions)
+        if agreed:
+            response += (b"\r\nSec-WebSocket-Extensions: ", agreed)
+    response.append(b"\r\n\r\n")
+    return b"".join(response), Connection(SERVER, extensions), request, subprotocol
 
 
 class ClientHandshake:

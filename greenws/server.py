@@ -15,16 +15,27 @@ __all__ = ["Server"]
 
 # WSGI puts these request headers outside the HTTP_ namespace.
 _UNPREFIXED = {"CONTENT_TYPE": b"content-type", "CONTENT_LENGTH": b"content-length"}
+# environ key -> header name (None: not a header), for the keys seen so far;
+# bounded, since some keys are the client's header names.
+_NAMES: Dict[str, Optional[bytes]] = {}
+
+
+def _header_name(key: str) -> Optional[bytes]:
+    if key.startswith("HTTP_"):
+        name: Optional[bytes] = key[5:].replace("_", "-").lower().encode("latin-1")
+    else:
+        name = _UNPREFIXED.get(key)
+    if len(_NAMES) < 1024:
+        _NAMES[key] = name
+    return name
 
 
 def _request_headers(environ: Dict[str, Any]) -> List[Tuple[bytes, bytes]]:
     headers = []
+    names = _NAMES
     for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").lower().encode("latin-1")
-        elif key in _UNPREFIXED and value:
-            name = _UNPREFIXED[key]
-        else:
+        name = names[key] if key in names else _header_name(key)
+        if name is None or (not value and key in _UNPREFIXED):
             continue
         headers.append((name, str(value).encode("latin-1")))
     return headers
