@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Callable, List, Optional, Sequence, Set, Tuple
+from typing import Callable, List, Optional, Sequence, Set, Tuple, cast
 
 from wsproto.connection import SERVER, Connection, ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
@@ -211,9 +211,10 @@ def accept_request(
             )
         response += (b"\r\nSec-WebSocket-Protocol: ", subprotocol.encode("ascii"))
     extensions: List[Extension] = []
-    if compression and any(_DEFLATE in offer for offer in request.extensions):
+    offers = cast(List[str], request.extensions)  # the server side's are str
+    if compression and any(_DEFLATE in offer for offer in offers):
         extensions = _extensions(compression, max_message_size)
-        agreed = server_extensions_handshake(request.extensions, extensions)
+        agreed = server_extensions_handshake(offers, extensions)
         if agreed:
             response += (b"\r\nSec-WebSocket-Extensions: ", agreed)
     response.append(b"\r\n\r\n")
