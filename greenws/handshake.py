@@ -1,9 +1,15 @@
 """The opening handshake, both roles, without I/O.
 
-wsproto's :class:`~wsproto.handshake.H11Handshake` validates the request or the
-response; these helpers feed it what a WSGI server or a socket gave us and turn
-its verdict into either an open :class:`wsproto.connection.Connection` or a
-:class:`~greenws.errors.HandshakeError` / :class:`~greenws.errors.ConnectionError`.
+Server side: :func:`accept_request` checks an already-parsed request the way
+wsproto's :class:`~wsproto.handshake.H11Handshake` did when handed it (through
+h11), writes the ``101`` itself and creates wsproto's
+:class:`~wsproto.connection.Connection` open: the WSGI server has parsed the
+request already, and a second HTTP round through h11 was most of the cost of
+an accept.  A bad request raises :class:`~greenws.errors.HandshakeError`.
+
+Client side: :class:`ClientHandshake` builds the request and reads the answer
+with wsproto's ``H11Handshake``; a refusal raises
+:class:`~greenws.errors.ConnectionError`.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Callable, List, Optional, Sequence, Set, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from wsproto.connection import SERVER, Connection, ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
@@ -34,11 +40,21 @@ def _extensions(compression: bool, max_size: Optional[int]) -> List[Extension]:
 # What h11 accepts in a request it serializes (RFC 7230 3.2, 3.3.2, 5.3), so
 # that a request refused when wsproto re-parsed it through h11 still is.
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
-_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+# h11's field-value, [^\x00\s]+(?:[ \t]+[^\x00\s]+)* or empty, checked as: no
+# NUL, CR, LF, VT or FF anywhere, no space or tab at either end.
+_FIELD_CHARS = re.compile(rb"[^\x00\n\r\x0b\x0c]*")
+_BLANKS = (b" ", b"\t")
 _DIGITS = re.compile(rb"[0-9]{1,20}")
 _TARGET = re.compile(r"[\x21-\x7e]+")
-# Header names already seen to be tokens (bounded: names are the client's).
-_TOKENS: Set[bytes] = set()
+# Header names already seen to be tokens, with their lower-case form
+# (bounded: names are the client's).
+_NAMES: Dict[bytes, bytes] = {}
+# The headers read_request() looks at.
+_SPECIAL = frozenset([
+    b"host", b"connection", b"upgrade", b"sec-websocket-key",
+    b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol",
+    b"content-length", b"transfer-encoding",
+])
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
 _DEFLATE = "permessage-deflate"
 
@@ -61,6 +77,15 @@ def _check_key(key: bytes) -> None:
     raise _bad("invalid Sec-WebSocket-Key")
 
 
+def _header_name(name: bytes) -> bytes:
+    if not _TOKEN.fullmatch(name):
+        raise _bad(f"Illegal header name {name!r}")
+    lower = name.lower()
+    if len(_NAMES) < 512:
+        _NAMES[name] = lower
+    return lower
+
+
 def _comma_list(value: bytes, what: str) -> List[str]:
     try:
         return [piece.decode("ascii").strip() for piece in value.split(b",")]
@@ -76,6 +101,34 @@ def _host(value: bytes) -> str:
         return value.decode("idna")
     except UnicodeError:
         raise _bad("invalid Host header") from None
+
+
+# offers -> (Sec-WebSocket-Extensions answer, state of the BoundedDeflate
+# that gave it): clients of one application send the same few offers, and
+# parsing them is a good part of an accept.  Bounded: offers are the client's.
+_AGREED: Dict[Tuple[str, ...], Tuple[Optional[bytes], Dict[str, Any]]] = {}
+
+
+def _negotiate(
+    offers: Tuple[str, ...], max_size: Optional[int]
+) -> Tuple[Optional[bytes], Optional[BoundedDeflate]]:
+    """wsproto's server-side extension handshake with a :class:`BoundedDeflate`:
+    the answer, and the extension (enabled or not; ``None`` if not offered)."""
+    if not any(_DEFLATE in offer for offer in offers):
+        return None, None
+    known = _AGREED.get(offers)
+    if known is None:
+        deflate = BoundedDeflate(max_size)
+        agreed = server_extensions_handshake(offers, [deflate])
+        if len(_AGREED) < 256:
+            _AGREED[offers] = (agreed, dict(vars(deflate)))
+        return agreed, deflate
+    agreed, state = known
+    # The same object as a fresh BoundedDeflate(max_size) that accepted them.
+    deflate = BoundedDeflate.__new__(BoundedDeflate)
+    deflate.__dict__.update(state)
+    deflate.max_size = max_size
+    return agreed, deflate
 
 
 def read_request(headers: Headers, target: str) -> Tuple[Request, bytes]:
@@ -99,33 +152,38 @@ def read_request(headers: Headers, target: str) -> Tuple[Request, bytes]:
     extra: Headers = []
     length: Optional[bytes] = None
     chunked = False
+    names = _NAMES
     for name, value in headers:
-        if name not in _TOKENS:
-            if not _TOKEN.fullmatch(name):
-                raise _bad(f"Illegal header name {name!r}")
-            if len(_TOKENS) < 512:
-                _TOKENS.add(name)
-        if not _FIELD_VALUE.fullmatch(value):
+        lower = names.get(name)
+        if lower is None:
+            lower = _header_name(name)
+        if (
+            not _FIELD_CHARS.fullmatch(value)
+            or value[:1] in _BLANKS
+            or value[-1:] in _BLANKS
+        ):
             raise _bad(f"Illegal header value {value!r}")
-        name = name.lower()
-        if name == b"host":
+        if lower not in _SPECIAL:
+            extra.append((lower, value))
+            continue
+        if lower == b"host":
             hosts.append(value)
             continue
-        if name == b"sec-websocket-extensions":
+        if lower == b"sec-websocket-extensions":
             offers.append(value)
             continue
-        if name == b"sec-websocket-protocol":
+        if lower == b"sec-websocket-protocol":
             protocols.append(value)
             continue
-        if name == b"connection":
+        if lower == b"connection":
             connection = value
-        elif name == b"sec-websocket-key":
+        elif lower == b"sec-websocket-key":
             keys.append(value)
-        elif name == b"sec-websocket-version":
+        elif lower == b"sec-websocket-version":
             version = value
-        elif name == b"upgrade":
+        elif lower == b"upgrade":
             upgrade = value
-        elif name == b"content-length":
+        elif lower == b"content-length":
             lengths = {piece.strip() for piece in value.split(b",")}
             if len(lengths) != 1:
                 raise _bad("conflicting Content-Length headers")
@@ -137,14 +195,14 @@ def read_request(headers: Headers, target: str) -> Tuple[Request, bytes]:
                     raise _bad("conflicting Content-Length headers")
                 continue  # h11 keeps only the first of equal lengths
             length = value
-        elif name == b"transfer-encoding":
+        else:  # transfer-encoding
             if chunked:
                 raise _bad("multiple Transfer-Encoding headers")
             value = value.lower()
             if value != b"chunked":
                 raise _bad("Only Transfer-Encoding: chunked is supported")
             chunked = True
-        extra.append((name, value))
+        extra.append((lower, value))
     if not hosts:
         raise _bad("Missing mandatory Host: header")
     if len(hosts) > 1:
@@ -211,10 +269,12 @@ def accept_request(
             )
         response += (b"\r\nSec-WebSocket-Protocol: ", subprotocol.encode("ascii"))
     extensions: List[Extension] = []
-    offers = cast(List[str], request.extensions)  # the server side's are str
-    if compression and any(_DEFLATE in offer for offer in offers):
-        extensions = _extensions(compression, max_message_size)
-        agreed = server_extensions_handshake(offers, extensions)
+    if compression and request.extensions:
+        agreed, deflate = _negotiate(
+            tuple(cast(List[str], request.extensions)), max_message_size
+        )
+        if deflate is not None:
+            extensions.append(deflate)
         if agreed:
             response += (b"\r\nSec-WebSocket-Extensions: ", agreed)
     response.append(b"\r\n\r\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
@@ -41,13 +42,23 @@ def _request_headers(environ: Dict[str, Any]) -> List[Tuple[bytes, bytes]]:
     return headers
 
 
+# What quote() below leaves as it is: such a path or query (the usual kind)
+# needs no quoting.
+_PATH_AS_IS = re.compile(r"[A-Za-z0-9_.~/;:@&=+$,!*'()%-]*")
+_QUERY_AS_IS = re.compile(r"[A-Za-z0-9_.~/;:@&=+$,!*'()%?\[\]-]*")
+
+
 def _request_target(environ: Dict[str, Any]) -> str:
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    # WSGI decodes the path as latin-1; re-encode it as the client sent it.
-    target = quote(path.encode("latin-1"), safe="/;:@&=+$,!~*'()%") or "/"
+    if not _PATH_AS_IS.fullmatch(path):
+        # WSGI decodes the path as latin-1; re-encode it as the client sent it.
+        path = quote(path.encode("latin-1"), safe="/;:@&=+$,!~*'()%")
+    target = path or "/"
     query = environ.get("QUERY_STRING")
     if query:
-        target += "?" + quote(query, safe="/;:@&=+$,!~*'()%?[]")
+        if not _QUERY_AS_IS.fullmatch(query):
+            query = quote(query, safe="/;:@&=+$,!~*'()%?[]")
+        target += "?" + query
     return target
 
 

@@ -496,3 +496,19 @@ def test_repeated_key_headers_refused():
         accept_request(headers, "/", no_protocol, False)
     assert info.value.status_code == 400
     assert "Sec-WebSocket-Key" in info.value.reason_text
+
+
+def test_agreed_deflate_is_fresh_per_connection():
+    # Answers to an offer are remembered; each connection still gets its own
+    # extension object, in the state of one that has just accepted the offer.
+    headers = _with((EXT, PMD + b"client_max_window_bits=11"))
+    conns = [accept_request(headers, "/", no_protocol, True, size)[1]
+             for size in (None, 100, None)]
+    first, second, third = (c._proto.extensions[0] for c in conns)
+    assert first is not third and vars(first) == vars(third)
+    assert second.max_size == 100 and first.max_size is None
+    assert all(
+        value is None or isinstance(value, (bool, int, str))
+        for value in vars(first).values()
+    )
+    assert first.client_max_window_bits == 11 and first.enabled()
