@@ -22,8 +22,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 from wsproto.connection import SERVER, Connection, ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 from wsproto.extensions import Extension
-from wsproto.handshake import H11Handshake, server_extensions_handshake
-from wsproto.utilities import RemoteProtocolError, generate_accept_token
+from wsproto.handshake import (
+    H11Handshake,
+    client_extensions_handshake,
+    server_extensions_handshake,
+)
+from wsproto.utilities import (
+    RemoteProtocolError,
+    generate_accept_token,
+    generate_nonce,
+)
 
 from .compression import BoundedDeflate
 from .errors import ConnectionError, HandshakeError
@@ -281,8 +289,76 @@ def accept_request(
     return b"".join(response), Connection(SERVER, extensions), request, subprotocol
 
 
+def _request_bytes(request: Request, key: bytes) -> Optional[bytes]:
+    """The upgrade request exactly as wsproto's ``H11Handshake`` writes it
+    through h11, or ``None`` when some part is not plainly valid (wsproto then
+    writes it, or refuses it with h11's error)."""
+    target = request.target
+    if not _TARGET.fullmatch(target):
+        return None
+    headers = [
+        (b"Host", request.host.encode("idna")),
+        (b"Upgrade", b"websocket"),
+        (b"Connection", b"Upgrade"),
+        (b"Sec-WebSocket-Key", key),
+        (b"Sec-WebSocket-Version", b"13"),
+    ]
+    if request.subprotocols:
+        joined = ", ".join(request.subprotocols)
+        if not joined.isascii():
+            return None
+        headers.append((b"Sec-WebSocket-Protocol", joined.encode("ascii")))
+    offers = []
+    for extension in cast(List[Extension], request.extensions):
+        params = extension.offer()
+        name = extension.name.encode("ascii")
+        if not isinstance(params, bool):
+            offers.append(b"%s; %s" % (name, params.encode("ascii")))
+        elif params:
+            offers.append(name)
+    if offers:
+        headers.append((b"Sec-WebSocket-Extensions", b", ".join(offers)))
+    headers += request.extra_headers
+    lines = [b"GET %s HTTP/1.1\r\n" % target.encode("ascii")]
+    for name, value in headers:
+        if name.lower() == b"host" and len(lines) > 1:
+            return None  # a second Host: h11 refuses it
+        if not _TOKEN.fullmatch(name) or not _valid_value(value):
+            return None
+        lines.append(b"%s: %s\r\n" % (name, value))
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def _valid_value(value: bytes) -> bool:
+    """Whether h11 takes ``value`` as a header's value (see _FIELD_CHARS)."""
+    return bool(
+        _FIELD_CHARS.fullmatch(value)
+        and value[:1] not in _BLANKS
+        and value[-1:] not in _BLANKS
+    )
+
+
+# A response head as h11 reads it: up to the first blank line (h11 also takes
+# bare LFs: such a head goes to wsproto).
+_HEAD_END = re.compile(rb"\n\r?\n")
+# "HTTP/1.1 101" and an optional reason phrase, as h11 reads a status line.
+_SWITCHED = re.compile(rb"HTTP/1\.1 101(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
+# name: value, OWS around the value, as h11 reads a header line.
+_HEADER_LINE = re.compile(rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*(.*?)[ \t]*")
+# Beyond this much without a whole head, h11 gives up (its default).
+_MAX_HEAD = 16 * 1024
+# receive_data(): this answer is wsproto's to read.
+_WSPROTO = object()
+
+
 class ClientHandshake:
-    """Builds the upgrade request and reads the server's answer."""
+    """Builds the upgrade request and reads the server's answer.
+
+    A ``101`` answer, whole, plainly formed, is read here; anything else
+    (a refusal, an odd head, the server closing) goes to wsproto's
+    ``H11Handshake``, which reads it as it always did.
+    """
 
     def __init__(
         self,
@@ -293,19 +369,33 @@ class ClientHandshake:
         compression: bool,
         max_message_size: Optional[int] = None,
     ) -> None:
-        self._handshake = H11Handshake(ConnectionType.CLIENT)
-        self._status: Optional[int] = None
-        self.request_bytes = self._handshake.send(
-            Request(
-                host=host,
-                target=target,
-                subprotocols=list(subprotocols),
-                extensions=_extensions(compression, max_message_size),
-                extra_headers=[
-                    (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers
-                ],
-            )
+        self._request = Request(
+            host=host,
+            target=target,
+            subprotocols=list(subprotocols),
+            extensions=_extensions(compression, max_message_size),
+            extra_headers=[
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers
+            ],
         )
+        self._key = generate_nonce()
+        self._handshake: Optional[H11Handshake] = None
+        self._buffer = b""
+        self._status: Optional[int] = None
+        request_bytes = _request_bytes(self._request, self._key)
+        if request_bytes is None:
+            self._handshake = self._wsproto()
+            request_bytes = self._handshake.send(self._request)
+            self._key = self._handshake._nonce or b""
+        self.request_bytes: bytes = request_bytes
+
+    def _wsproto(self) -> H11Handshake:
+        """wsproto's handshake, in the state of one that sent our request."""
+        handshake = H11Handshake(ConnectionType.CLIENT)
+        handshake.send(self._request)
+        # It made up a key of its own; the request that went out had ours.
+        handshake._nonce = self._key
+        return handshake
 
     def receive_data(
         self, data: bytes
@@ -317,6 +407,92 @@ class ClientHandshake:
         (already handed to the connection).  A refusal raises
         :class:`ConnectionError` with the server's HTTP status.
         """
+        if self._handshake is None:
+            if data:
+                self._buffer += data
+                result = self._switched()
+                if result is not _WSPROTO:
+                    return cast(
+                        Optional[Tuple[Connection, Optional[str], bytes]], result
+                    )
+            # From here on wsproto reads, starting with what came so far.
+            self._handshake = self._wsproto()
+            buffered, self._buffer = self._buffer, b""
+            if buffered and not data:
+                result = self._feed(buffered)
+                if result is not None:
+                    return result
+            elif buffered:
+                return self._feed(buffered)
+        return self._feed(data)
+
+    def _switched(self) -> object:
+        """The open connection if the buffer holds a plain ``101``; ``None``
+        for more bytes; ``_WSPROTO`` when it is for wsproto to read."""
+        buffer = self._buffer
+        end = _HEAD_END.search(buffer)
+        if end is None:
+            if len(buffer) > _MAX_HEAD or not buffer.startswith(b"HTTP/1.1 101"[
+                : len(buffer)
+            ]):
+                return _WSPROTO
+            return None
+        lines = buffer[: end.start() - 1].split(b"\r\n")
+        if end.start() == 0 or buffer[end.start() - 1] != 13 or any(
+            b"\r" in line or b"\n" in line for line in lines
+        ):
+            return _WSPROTO  # bare LFs or CRs
+        if not _SWITCHED.fullmatch(lines[0]):
+            return _WSPROTO
+        fields: Dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            match = _HEADER_LINE.fullmatch(line)
+            if match is None or not _valid_value(match[2]):
+                return _WSPROTO
+            name = match[1].lower()
+            if name in (b"content-length", b"transfer-encoding") or (
+                not match[2].isascii()
+            ):
+                return _WSPROTO
+            fields[name] = match[2]  # the last one counts, as in wsproto
+        # wsproto's checks (H11Handshake._establish_client_connection).
+        connection = fields.get(b"connection")
+        if connection is None or not any(
+            token.lower() == "upgrade"
+            for token in _comma_list(connection, "Connection")
+        ):
+            raise ConnectionError(
+                None, "bad handshake response: Missing header, 'Connection: Upgrade'"
+            )
+        if fields.get(b"upgrade", b"").lower() != b"websocket":
+            raise ConnectionError(
+                None, "bad handshake response: Missing header, 'Upgrade: websocket'"
+            )
+        if fields.get(b"sec-websocket-accept") != generate_accept_token(self._key):
+            raise ConnectionError(None, "bad handshake response: Bad accept token")
+        subprotocol: Optional[str] = None
+        if b"sec-websocket-protocol" in fields:
+            subprotocol = fields[b"sec-websocket-protocol"].decode("ascii")
+            if subprotocol not in self._request.subprotocols:
+                raise ConnectionError(
+                    None,
+                    f"bad handshake response: unrecognized subprotocol {subprotocol}",
+                )
+        accepts = fields.get(b"sec-websocket-extensions")
+        try:
+            extensions = client_extensions_handshake(
+                _comma_list(accepts, "extensions") if accepts is not None else [],
+                cast(List[Extension], self._request.extensions),
+            )
+        except RemoteProtocolError as exc:
+            raise ConnectionError(None, f"bad handshake response: {exc}")
+        conn = Connection(ConnectionType.CLIENT, extensions, buffer[end.end():])
+        return conn, subprotocol, b""
+
+    def _feed(
+        self, data: bytes
+    ) -> Optional[Tuple[Connection, Optional[str], bytes]]:
+        assert self._handshake is not None
         try:
             self._handshake.receive_data(data or None)
             for event in self._handshake.events():

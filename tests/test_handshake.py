@@ -7,7 +7,7 @@ import h11
 import pytest
 from conftest import OP_TEXT, accept_key, frame
 from wsproto.connection import ConnectionState, ConnectionType
-from wsproto.events import AcceptConnection, RejectConnection
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
@@ -512,3 +512,181 @@ def test_agreed_deflate_is_fresh_per_connection():
         for value in vars(first).values()
     )
     assert first.client_max_window_bits == 11 and first.enabled()
+
+
+# -- the client handshake against wsproto's own --------------------------------
+#
+# ClientHandshake writes the request and reads a plain 101 itself; anything
+# else goes to wsproto's H11Handshake.  _WsprotoClient is wsproto alone.
+
+NONCE = b"AQIDBAUGBwgJCgsMDQ4PEA=="
+
+
+class _WsprotoClient:
+    def __init__(self, host, target, subprotocols, headers, compression):
+        self.hs = H11Handshake(ConnectionType.CLIENT)
+        self.status = None
+        self.request_bytes = self.hs.send(Request(
+            host=host, target=target, subprotocols=list(subprotocols),
+            extensions=[BoundedDeflate()] if compression else [],
+            extra_headers=[(k.encode("latin-1"), v.encode("latin-1"))
+                           for k, v in headers],
+        ))
+
+    def receive_data(self, data):
+        try:
+            self.hs.receive_data(data or None)
+            for event in self.hs.events():
+                if isinstance(event, AcceptConnection):
+                    return self.hs.connection, event.subprotocol, b""
+                if isinstance(event, RejectConnection):
+                    self.status = event.status_code
+                    if not event.has_body:
+                        raise ConnectionError(event.status_code, "handshake refused")
+                elif isinstance(event, RejectData) and event.body_finished:
+                    raise ConnectionError(self.status, "handshake refused")
+        except RemoteProtocolError as exc:
+            raise ConnectionError(self.status, f"bad handshake response: {exc}")
+        if not data:
+            raise ConnectionError(self.status, "server closed during the handshake")
+        return None
+
+
+@pytest.fixture
+def fixed_nonce(monkeypatch):
+    import wsproto.handshake
+
+    import greenws.handshake
+
+    monkeypatch.setattr(wsproto.handshake, "generate_nonce", lambda: NONCE)
+    monkeypatch.setattr(greenws.handshake, "generate_nonce", lambda: NONCE)
+
+
+def _client_outcome(cls, args, pieces):
+    try:
+        hs = cls(*args)
+    except Exception as exc:  # noqa: BLE001 - the same refusal from both
+        return ("raised", type(exc).__name__, str(exc))
+    out = [hs.request_bytes]
+    try:
+        for piece in pieces:
+            result = hs.receive_data(piece)
+            if result is not None:
+                conn, subprotocol, rest = result
+                conn.receive_data(b"")
+                out += ["open", subprotocol, rest, conn.state,
+                        [(type(e).__name__, vars(e)) for e in conn._proto.extensions],
+                        [type(e).__name__ for e in conn.events()]]
+                return out
+        out.append("more")
+    except ConnectionError as exc:
+        out += ["refused", exc.status_code, str(exc)]
+    except Exception as exc:  # noqa: BLE001
+        out += ["raised", type(exc).__name__]
+    return out
+
+
+TOKEN = accept_key(NONCE.decode())
+OK_101 = (
+    f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+    f"Connection: Upgrade\r\nSec-WebSocket-Accept: {TOKEN}\r\n"
+)
+DEFLATE_ANSWER = (
+    "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; "
+    "client_no_context_takeover; server_max_window_bits=12; "
+    "client_max_window_bits=12\r\n"
+)
+RESPONSES = {
+    "101": OK_101 + "\r\n",
+    "101-no-reason": OK_101.replace(" Switching Protocols", "") + "\r\n",
+    "101-odd-reason": OK_101.replace("Switching Protocols", "OK\x01") + "\r\n",
+    "101-frame-behind": OK_101 + "\r\n\x81\x02hi",
+    "101-odd-case": OK_101.upper().replace(TOKEN.upper(), TOKEN) + "\r\n",
+    "101-ows": OK_101.replace(": ", ":  \t").replace("\r\n", " \r\n") + "\r\n",
+    "101-bare-lf": OK_101.replace("\r\n", "\n") + "\n",
+    "101-folded": OK_101 + "X-A: a\r\n b\r\n\r\n",
+    "101-http10": OK_101.replace("HTTP/1.1", "HTTP/1.0") + "\r\n",
+    "101-bad-token": OK_101.replace(TOKEN, "bm9wZQ==") + "\r\n",
+    "101-no-token": OK_101.replace(f"Sec-WebSocket-Accept: {TOKEN}\r\n", "") + "\r\n",
+    "101-no-upgrade": OK_101.replace("Upgrade: websocket\r\n", "") + "\r\n",
+    "101-upgrade-other": OK_101.replace("Upgrade: websocket", "Upgrade: h2c")
+    + "\r\n",
+    "101-no-connection": OK_101.replace("Connection: Upgrade\r\n", "") + "\r\n",
+    "101-connection-list": OK_101.replace("Connection: Upgrade",
+                                          "Connection: keep-alive, upgrade") + "\r\n",
+    "101-connection-x1c": OK_101.replace("Connection: Upgrade",
+                                         "Connection: upgrade\x1c") + "\r\n",
+    "101-two-tokens": OK_101 + "Sec-WebSocket-Accept: bm9wZQ==\r\n\r\n",
+    "101-protocol": OK_101 + "Sec-WebSocket-Protocol: chat\r\n\r\n",
+    "101-protocol-other": OK_101 + "Sec-WebSocket-Protocol: zzz\r\n\r\n",
+    "101-protocol-non-ascii": OK_101 + "Sec-WebSocket-Protocol: caf\xe9\r\n\r\n",
+    "101-deflate": OK_101 + DEFLATE_ANSWER + "\r\n",
+    "101-deflate-bare": OK_101 + "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+    "101-unknown-extension": OK_101 + "Sec-WebSocket-Extensions: x-foo\r\n\r\n",
+    "101-content-length": OK_101 + "Content-Length: 0\r\n\r\n",
+    "101-bad-header-name": OK_101 + "Bad Name: x\r\n\r\n",
+    "101-nul-value": OK_101 + "X-A: a\x00b\r\n\r\n",
+    "101-huge": OK_101 + "X-A: " + "a" * 20000 + "\r\n\r\n",
+    "101-cut": OK_101,
+    "403": "HTTP/1.1 403 Forbidden\r\nContent-Length: 7\r\n\r\ngo away",
+    "403-empty": "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+    "403-cut-body": "HTTP/1.1 403 Forbidden\r\nContent-Length: 70\r\n\r\ngo",
+    "200-close": "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbody",
+    "100": "HTTP/1.1 100 Continue\r\n\r\n",
+    "garbage": "SSH-2.0-OpenSSH_9.0\r\n\r\n",
+    "empty": "",
+}
+REQUESTS = {
+    "plain": ("example.com:8080", "/p?q=1", [], [], False),
+    "deflate-protocols": ("example.com", "/", ["chat", "b"], [], True),
+    "headers": ("h", "/", [], [("X-Token", "a"), ("X-Token", "b b")], True),
+    "bad-header": ("h", "/", [], [("X-Token", "a\r\nX-Evil: 1")], False),
+    "bad-name": ("h", "/", [], [("X Token", "a")], False),
+    "second-host": ("h", "/", [], [("Host", "other")], False),
+    "bad-target": ("h", "/a b", [], [], False),
+    "idna-host": ("b\xfccher.example", "/", [], [], False),
+    "non-ascii-protocol": ("h", "/", ["caf\xe9"], [], False),
+}
+
+
+@pytest.mark.parametrize("split", ["whole", "bytewise", "eof"])
+@pytest.mark.parametrize("response", sorted(RESPONSES))
+@pytest.mark.parametrize("request_case", sorted(REQUESTS))
+def test_client_same_as_wsproto(fixed_nonce, request_case, response, split):
+    data = RESPONSES[response].encode("latin-1")
+    if split == "whole":
+        pieces = [data]
+    elif split == "bytewise":
+        if len(data) > 1000:
+            pytest.skip("long")
+        pieces = [data[i:i + 1] for i in range(len(data))]
+    else:
+        pieces = [data, b""]
+    args = REQUESTS[request_case]
+    new = _client_outcome(ClientHandshake, args, pieces)
+    old = _client_outcome(_WsprotoClient, args, pieces)
+    assert new == old
+
+
+@pytest.mark.parametrize("response", [
+    "101", "101-no-reason", "101-frame-behind", "101-odd-case", "101-ows",
+    "101-two-tokens", "101-deflate", "101-connection-list", "101-bad-token",
+    "101-protocol-other",
+])
+def test_client_reads_plain_101s_without_wsproto(fixed_nonce, response):
+    hs = ClientHandshake("h", "/", [], [], True)
+    try:
+        hs.receive_data(RESPONSES[response].encode())
+    except ConnectionError:
+        pass
+    assert hs._handshake is None
+
+
+def test_client_reads_a_plain_101_itself(fixed_nonce):
+    hs = ClientHandshake("h", "/", ["chat"], [], True)
+    assert hs._handshake is None  # the request was written without wsproto
+    conn, subprotocol, _ = hs.receive_data(
+        (OK_101 + "Sec-WebSocket-Protocol: chat\r\n" + DEFLATE_ANSWER + "\r\n").encode()
+    )
+    assert hs._handshake is None and subprotocol == "chat"
+    assert conn.state is ConnectionState.OPEN and conn._proto.extensions[0].enabled()

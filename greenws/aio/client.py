@@ -6,7 +6,13 @@ import asyncio
 import ssl
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
-from ..client import DEFAULT_OPEN_TIMEOUT, HeadersArg, _headers, parse_url
+from ..client import (
+    DEFAULT_OPEN_TIMEOUT,
+    HeadersArg,
+    _headers,
+    default_ssl_context,
+    parse_url,
+)
 from ..errors import ConnectionError
 from ..handshake import ClientHandshake
 from ..protocol import Protocol
@@ -106,7 +112,7 @@ class AioClient(AioBase):
         )
         context = None
         if target.secure:
-            context = ssl_context or ssl.create_default_context()
+            context = ssl_context or default_ssl_context()
         try:
             await asyncio.wait_for(
                 ws._open_connection(handshake, context), open_timeout
