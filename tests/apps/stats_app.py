@@ -1,6 +1,7 @@
 """echo_app (and slow_app) plus what the leak tests need.
 
-  /stats      one JSON message: this process's open fds, threads, live
+  /stats      (?trim: after giving the C heap's free memory back to the OS)
+              one JSON message: this process's open fds, threads, live
               greenlets (under gevent/eventlet), greenws reader threads and
               registered connections, pid and RSS (the /stats connection
               itself is included in every count)
@@ -9,6 +10,7 @@
 Everything else goes to slow_app.app (which falls back to echo_app.app).
 """
 
+import ctypes
 import gc
 import json
 import os
@@ -40,8 +42,19 @@ def _live_greenlets():
     )
 
 
+def _malloc_trim():
+    """Give the C heap's free memory back to the OS (glibc), so that RSS
+    shows what is in use rather than what the allocator kept."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
 def stats(ws):
     gc.collect()
+    if "trim" in ws.environ.get("QUERY_STRING", ""):
+        _malloc_trim()
     ws.send(json.dumps({
         "pid": os.getpid(),
         "fds": len(os.listdir("/proc/self/fd")),
