@@ -3,7 +3,7 @@
   /stats      (?trim: after giving the C heap's free memory back to the OS)
               one JSON message: this process's open fds, threads, live
               greenlets (under gevent/eventlet), greenws reader threads and
-              registered connections, pid and RSS (the /stats connection
+              registered connections, pid, RSS and C heap in use (the /stats connection
               itself is included in every count)
   /closefast  close_timeout=0.002: receive one message, then close; a peer
               that never answers the Close is dropped after 2 ms
@@ -42,6 +42,24 @@ def _live_greenlets():
     )
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+
+def _heap_kib():
+    """KiB the C heap has handed out and not got back (glibc's mallinfo2):
+    under PYTHONMALLOC=malloc, every live object; -1 where unknown."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):  # pragma: no cover - not glibc >= 2.33
+        return -1
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return (info.uordblks + info.hblkhd) // 1024
+
+
 def _malloc_trim():
     """Give the C heap's free memory back to the OS (glibc), so that RSS
     shows what is in use rather than what the allocator kept."""
@@ -63,6 +81,7 @@ def stats(ws):
         "greenlets": _live_greenlets(),
         "connections": len(registry.connections()),
         "rss_kib": _rss_kib(),
+        "heap_kib": _heap_kib(),
     }))
 
 
