@@ -7,11 +7,14 @@ Sections, in order:
    ones (``greenws-aio``, ``greenws-aiohttp``, ``websockets-aio``,
    ``aiohttp-ws``, ``simple-aiohttp``) are compared among themselves;
 2. servers under gevent, eventlet and asyncio with many idle connections:
-   ``many-<N>/<server>`` and ``many-<N>-deflate/<server>``;
+   ``many-<N>/<server>``, ``many-<N>-deflate/<server>`` and, over wss://,
+   ``many-<N>-tls/<server>`` (the ``*-tls`` servers: gunicorn's --certfile,
+   pywsgi's certfile);
 3. client libraries against one fixed server, the fastest of section 1
    (greenws under gunicorn's gevent worker), so that the server is not what
-   limits them: ``client-rt/<client>`` and ``client-mib/<client>``, with the
-   raw client of section 1 as the reference for what that server allows.
+   limits them: ``client-rt/<client>``, ``client-mib/<client>`` and
+   ``client-connect/<client>`` (connect+close cycles/s), with the raw client
+   of section 1 as the reference for what that server allows.
 
 Where a target applies, the ratio line also gives its ceiling: the raw
 reference's own ratio to the same peer.  For a server that is the raw
@@ -52,6 +55,8 @@ from .servers import BY_NAME, SERVERS, Running, ServerSpec
 # about 600 MiB/s, which hid the differences between the clients.
 CLIENT_SERVER = "greenws-gevent"
 RESULTS_MD = "bench/RESULTS.md"
+#: The client section's workloads: kind -> (metric, function).
+CLIENT_KINDS = workloads.CLIENT_KINDS
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
@@ -120,7 +125,8 @@ class Suite:
 
     def single(self) -> None:
         jobs = [(kind, spec) for kind in ("rt", "mib") for spec in self.servers
-                if (spec.mib or kind != "mib") and self.wanted(f"{kind}/{spec.name}")]
+                if (spec.mib or kind != "mib") and not spec.tls
+                and self.wanted(f"{kind}/{spec.name}")]
         if not jobs:
             return
         print("\n== servers, one connection (raw client) ==", flush=True)
@@ -160,11 +166,12 @@ class Suite:
     def many(self) -> None:
         header = False
         for n in self.args.n_list:
-            for deflate in (False, True):
-                workload = f"many-{n}" + ("-deflate" if deflate else "")
+            for deflate, tls in ((False, False), (True, False), (False, True)):
+                workload = f"many-{n}" + ("-deflate" if deflate else "") + (
+                    "-tls" if tls else "")
                 specs = [s for s in self.servers
                          if s.runtime in ("gevent", "eventlet", "asyncio")
-                         and (s.deflate or not deflate)
+                         and (s.deflate or not deflate) and s.tls == tls
                          and self.wanted(f"{workload}/{s.name}")]
                 if not specs:
                     continue
@@ -199,7 +206,7 @@ class Suite:
         if deflate and got["deflate_negotiated"] < 1:
             note = "deflate NOT negotiated"
         for metric in ("kib_per_conn", "kib_per_conn_after_echo", "cpu_ms_per_conn",
-                       "burst_s"):
+                       "connect_s", "burst_s"):
             self.results.add(workload, spec.name, spec.lib, spec.runtime, metric,
                              got[metric], note=note)
         print(f"  {wid:<34} rep {rep + 1}: {got['kib_per_conn']:7.1f} KiB/conn "
@@ -215,14 +222,14 @@ class Suite:
         if self.overlay is not None:
             for name in baseline.GREENWS_CLIENTS:
                 names.insert(names.index(name) + 1, name + baseline.SUFFIX)
-        jobs = [(kind, name) for kind in ("client-rt", "client-mib")
+        jobs = [(kind, name) for kind in CLIENT_KINDS
                 for name in names if self.wanted(f"{kind}/{name}")]
         if not jobs:
             return
         spec = BY_NAME[CLIENT_SERVER]
         print(f"\n== clients, against {spec.name} ==", flush=True)
         with Running(spec) as server:
-            for kind in ("client-rt", "client-mib"):
+            for kind in CLIENT_KINDS:
                 for rep in range(self.args.reps):
                     for k, name in jobs:
                         if k == kind:
@@ -230,12 +237,10 @@ class Suite:
 
     def _client_one(self, kind: str, name: str, server: Running, rep: int) -> None:
         wid = f"{kind}/{name}"
-        metric = "rt_per_s" if kind == "client-rt" else "mib_per_s"
+        metric, fn = CLIENT_KINDS[kind]
         row = self.results.rows.get((kind, name, metric))
         if row is not None and row.error:
             return
-        fn = (workloads.client_round_trips if kind == "client-rt"
-              else workloads.client_throughput)
         # A client is its own library; the raw client is the reference.
         lib = report.REFERENCE if name == workloads.RAW_CLIENT else name
         client = name.partition("@")[0]

@@ -1,6 +1,7 @@
 """``python -m bench.clientrun KIND NAME PORT SECONDS``: one repetition of a
-client workload (``client-rt`` or ``client-mib``) with client library NAME,
-in a process of its own; prints the figure (see :mod:`bench.baseline`)."""
+client workload (a key of :data:`bench.workloads.CLIENT_KINDS`) with client
+library NAME, in a process of its own; prints the figure (see
+:mod:`bench.baseline`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from . import workloads
 
 def main(argv: list) -> int:
     kind, name, port, seconds = argv
-    fn = (workloads.client_round_trips if kind == "client-rt"
-          else workloads.client_throughput)
+    fn = workloads.CLIENT_KINDS[kind][1]
     print(fn(name, int(port), float(seconds)), flush=True)
     return 0
 

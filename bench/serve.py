@@ -20,7 +20,7 @@ if NAME.endswith("-eventlet"):
     import eventlet
 
     eventlet.monkey_patch()
-elif NAME.endswith("-pywsgi"):
+elif "-pywsgi" in NAME:
     from gevent import monkey
 
     monkey.patch_all()
@@ -58,7 +58,7 @@ def _pywsgi(app, port):
     WSGIServer(("127.0.0.1", port), app, log=None, backlog=BACKLOG).serve_forever()
 
 
-def _geventws(port):
+def _geventws(port, **tls):
     from gevent.pywsgi import WSGIServer
     from geventwebsocket.handler import WebSocketHandler
 
@@ -68,8 +68,15 @@ def _geventws(port):
         handler_class=WebSocketHandler,
         log=None,
         backlog=BACKLOG,
+        **tls,
     )
     server.serve_forever()
+
+
+def _geventws_tls(port):
+    from bench.servers import CERT_ENV, KEY_ENV
+
+    _geventws(port, certfile=os.environ[CERT_ENV], keyfile=os.environ[KEY_ENV])
 
 
 def _websockets(port):
@@ -114,7 +121,8 @@ _APPS = {
     "eventletws": apps.make_eventletws_app,  # only after monkey-patching
 }
 #: Servers that bring their own host.
-_OWN_HOST = {"geventws-pywsgi": _geventws, "websockets-sync": _websockets,
+_OWN_HOST = {"geventws-pywsgi": _geventws, "geventws-pywsgi-tls": _geventws_tls,
+             "websockets-sync": _websockets,
              "raw-tcp": _raw_tcp}
 
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -33,6 +33,9 @@ class ServerSpec:
     deflate: bool = True
     #: Whether the 1 MiB workload runs on it.
     mib: bool = True
+    #: Whether it serves wss:// (a certificate of its own; only the
+    #: many-connections-over-TLS workload runs on it).
+    tls: bool = False
     #: Put first on its PYTHONPATH (a ``--baseline`` greenws, bench.baseline).
     pythonpath: str = ""
 
@@ -85,6 +88,13 @@ SERVERS: List[ServerSpec] = [
     ServerSpec("raw-gevent", RAW, "gevent", "gunicorn -k gevent", False, False),
     ServerSpec("raw-pywsgi", RAW, "gevent", "gevent.pywsgi", False, False),
     ServerSpec("raw-eventlet", RAW, "eventlet", "eventlet.wsgi", False, False),
+    # wss:// (many-<N>-tls): gunicorn's --certfile, pywsgi's certfile=.
+    ServerSpec("greenws-gevent-tls", "greenws", "gevent", "gunicorn -k gevent TLS",
+               deflate=False, mib=False, tls=True),
+    ServerSpec("geventws-pywsgi-tls", "gevent-websocket", "gevent",
+               "gevent.pywsgi TLS", deflate=False, mib=False, tls=True),
+    ServerSpec("raw-gevent-tls", RAW, "gevent", "gunicorn -k gevent TLS",
+               deflate=False, mib=False, tls=True),
 ]
 
 BY_NAME = {s.name: s for s in SERVERS}
@@ -93,7 +103,27 @@ _GUNICORN_APPS = {
     "greenws-gevent": "bench.apps:greenws_app",
     "simple-gevent": "bench.apps:simple_app",
     "raw-gevent": "bench.apps:raw_app",
+    "greenws-gevent-tls": "bench.apps:greenws_app",
+    "raw-gevent-tls": "bench.apps:raw_app",
 }
+#: Environment variables naming the certificate and key of a TLS server.
+CERT_ENV, KEY_ENV = "GREENWS_BENCH_CERT", "GREENWS_BENCH_KEY"
+_cert_files: Optional[Tuple[str, str]] = None
+
+
+def cert_files() -> Tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as files (made once per run)."""
+    global _cert_files
+    if _cert_files is None:
+        import trustme
+
+        folder = tempfile.mkdtemp(prefix="greenws-bench-")
+        cert = trustme.CA().issue_cert("127.0.0.1", "localhost")
+        paths = (os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem"))
+        cert.cert_chain_pems[0].write_to_path(paths[0])
+        cert.private_key_pem.write_to_path(paths[1])
+        _cert_files = paths
+    return _cert_files
 
 
 def free_port() -> int:
@@ -106,6 +136,10 @@ def free_port() -> int:
 def command(name: str, port: int) -> List[str]:
     """The command line that starts server ``name`` on ``port``."""
     if name in _GUNICORN_APPS:
+        tls = []
+        if BY_NAME[name].tls:
+            cert, key = cert_files()
+            tls = ["--certfile", cert, "--keyfile", key]
         return [
             sys.executable, "-m", "gunicorn",
             "-k", "gevent", "-w", "1",
@@ -115,6 +149,7 @@ def command(name: str, port: int) -> List[str]:
             "--graceful-timeout", "1",
             "--log-level", "error",
             "-b", f"127.0.0.1:{port}",
+            *tls,
             _GUNICORN_APPS[name],
         ]
     return [sys.executable, "-m", "bench.serve", name, str(port)]
@@ -130,6 +165,8 @@ class Running:
         paths = [spec.pythonpath, REPO, full_env.get("PYTHONPATH", "")]
         full_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         full_env.setdefault("PYTHONWARNINGS", "ignore")
+        if spec.tls:
+            full_env[CERT_ENV], full_env[KEY_ENV] = cert_files()
         full_env.update(env or {})
         # stderr goes to a file, not a pipe: a chatty server must never block.
         self.log = tempfile.TemporaryFile()

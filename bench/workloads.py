@@ -8,12 +8,21 @@ CPU and wall time.  Each function measures one repetition; the driver in
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from typing import Callable, Dict
 
 from .many import Many, wait_quiet
-from .rawclient import OP_BINARY, OP_TEXT, BenchError, RawClient, RawTCP, frame
+from .rawclient import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_TEXT,
+    BenchError,
+    RawClient,
+    RawTCP,
+    frame,
+)
 from .servers import PHYSICAL, Running
 
 SMALL = b"0123456789abcdef" * 2  # 32 bytes of text
@@ -100,7 +109,7 @@ def many(server: Running, n: int, deflate: bool, timeout: float) -> Dict[str, fl
     """N idle connections: memory and CPU per connection, burst echo time."""
     rss0 = wait_quiet(server.rss, timeout=5)
     cpu0 = server.cpu()
-    conns = Many(server.port, n, deflate)
+    conns = Many(server.port, n, deflate, tls=server.spec.tls)
     try:
         t0 = time.perf_counter()
         conns.connect(timeout)
@@ -338,3 +347,66 @@ def client_throughput(name: str, port: int, seconds: float) -> float:
                 return count / (now - t0)
     finally:
         close()
+
+
+def _raw_connect_close(port: int) -> None:
+    """The raw client's cycle: handshake, Close sent, the server's Close and
+    its end of the TCP connection awaited."""
+    client = RawClient(port)
+    try:
+        client.sock.sendall(frame(struct.pack("!H", 1000), OP_CLOSE))
+        while client.sock.recv(4096):
+            pass
+    finally:
+        client.sock.close()
+
+
+def client_connects(name: str, port: int, seconds: float) -> float:
+    """Connect+close cycles/s with client library ``name``: TCP, the opening
+    handshake, the closing handshake, the TCP close (no message)."""
+    url = f"ws://127.0.0.1:{port}/"
+    if name in AIO_CLIENTS:
+        import asyncio
+
+        async def cycle() -> None:
+            _, _, close = await AIO_CLIENTS[name](url)
+            await close()
+
+        async def main() -> float:
+            for _ in range(10):
+                await cycle()
+            count = 0
+            t0 = time.perf_counter()
+            while True:
+                await cycle()
+                count += 1
+                now = time.perf_counter()
+                if now - t0 >= seconds:
+                    return count / (now - t0)
+
+        return asyncio.run(main())
+
+    def sync_cycle() -> None:
+        if name == RAW_CLIENT:
+            _raw_connect_close(port)
+        else:
+            CLIENTS[name](url)[2]()
+
+    for _ in range(10):
+        sync_cycle()
+    count = 0
+    t0 = time.perf_counter()
+    while True:
+        sync_cycle()
+        count += 1
+        now = time.perf_counter()
+        if now - t0 >= seconds:
+            return count / (now - t0)
+
+
+#: The client workloads: kind -> (metric, function(name, port, seconds)).
+CLIENT_KINDS = {
+    "client-rt": ("rt_per_s", client_round_trips),
+    "client-mib": ("mib_per_s", client_throughput),
+    "client-connect": ("connects_per_s", client_connects),
+}

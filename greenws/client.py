@@ -47,6 +47,19 @@ def _headers(headers: HeadersArg) -> List[Tuple[str, str]]:
     return [(str(k), str(v)) for k, v in headers]
 
 
+_default_context: Optional[ssl.SSLContext] = None
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The context ``wss://`` uses when none is given, made once per process:
+    :func:`ssl.create_default_context` loads the system's CA certificates,
+    tens of milliseconds on each call.  A context is meant to be shared."""
+    global _default_context
+    if _default_context is None:
+        _default_context = ssl.create_default_context()
+    return _default_context
+
+
 class Target(NamedTuple):
     """Where a ``ws://``/``wss://`` URL leads (see :func:`parse_url`)."""
 
@@ -268,7 +281,7 @@ class Client(Base):
                     f"the tunnel through {where}",
                 )
             if target.secure:
-                context = ssl_context or ssl.create_default_context()
+                context = ssl_context or default_ssl_context()
                 sock.settimeout(_remaining(deadline))
                 sock = self.preset.wrap_ssl(context, sock, target.host)
         except socket.timeout:

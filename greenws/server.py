@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
@@ -15,28 +16,49 @@ __all__ = ["Server"]
 
 # WSGI puts these request headers outside the HTTP_ namespace.
 _UNPREFIXED = {"CONTENT_TYPE": b"content-type", "CONTENT_LENGTH": b"content-length"}
+# environ key -> header name (None: not a header), for the keys seen so far;
+# bounded, since some keys are the client's header names.
+_NAMES: Dict[str, Optional[bytes]] = {}
+
+
+def _header_name(key: str) -> Optional[bytes]:
+    if key.startswith("HTTP_"):
+        name: Optional[bytes] = key[5:].replace("_", "-").lower().encode("latin-1")
+    else:
+        name = _UNPREFIXED.get(key)
+    if len(_NAMES) < 1024:
+        _NAMES[key] = name
+    return name
 
 
 def _request_headers(environ: Dict[str, Any]) -> List[Tuple[bytes, bytes]]:
     headers = []
+    names = _NAMES
     for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").lower().encode("latin-1")
-        elif key in _UNPREFIXED and value:
-            name = _UNPREFIXED[key]
-        else:
+        name = names[key] if key in names else _header_name(key)
+        if name is None or (not value and key in _UNPREFIXED):
             continue
         headers.append((name, str(value).encode("latin-1")))
     return headers
 
 
+# What quote() below leaves as it is: such a path or query (the usual kind)
+# needs no quoting.
+_PATH_AS_IS = re.compile(r"[A-Za-z0-9_.~/;:@&=+$,!*'()%-]*")
+_QUERY_AS_IS = re.compile(r"[A-Za-z0-9_.~/;:@&=+$,!*'()%?\[\]-]*")
+
+
 def _request_target(environ: Dict[str, Any]) -> str:
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    # WSGI decodes the path as latin-1; re-encode it as the client sent it.
-    target = quote(path.encode("latin-1"), safe="/;:@&=+$,!~*'()%") or "/"
+    if not _PATH_AS_IS.fullmatch(path):
+        # WSGI decodes the path as latin-1; re-encode it as the client sent it.
+        path = quote(path.encode("latin-1"), safe="/;:@&=+$,!~*'()%")
+    target = path or "/"
     query = environ.get("QUERY_STRING")
     if query:
-        target += "?" + quote(query, safe="/;:@&=+$,!~*'()%?[]")
+        if not _QUERY_AS_IS.fullmatch(query):
+            query = quote(query, safe="/;:@&=+$,!~*'()%?[]")
+        target += "?" + query
     return target
 
 

@@ -57,3 +57,19 @@ def test_bench_asyncio_rows():
     assert "ratio greenws-aio / websockets-aio" in out, out
     assert "ratio greenws.AioClient / websockets.asyncio.client" in out, out
     assert "target >= 1.3x" in out, out
+
+
+def test_bench_tls_many_rows():
+    out = _quick_bench(r"^many-100-tls/(greenws-gevent|raw-gevent)-tls$")
+    assert "ratio greenws-gevent-tls / raw-gevent-tls [many-100-tls, CPU ms/conn" in (
+        out
+    ), out
+    assert "target <= 1.3x" in out, out
+
+
+def test_bench_client_connect_rows():
+    out = _quick_bench(
+        r"^client-connect/(raw client|greenws\.Client|websockets\.sync\.client)$"
+    )
+    assert "ratio greenws.Client / websockets.sync.client [client-connect" in out, out
+    assert "target >= 1.5x" in out and "(ceiling set by raw client:" in out, out

@@ -309,6 +309,33 @@ def test_wss_untrusted_certificate_is_connection_error(rt, tls):
         server.stop()
 
 
+def test_wss_default_context_made_once(rt, tls, monkeypatch):
+    # Loading the system's CAs takes tens of ms: not once per connection.
+    import greenws.client
+
+    made = []
+    create = ssl.create_default_context
+
+    def counting(*args, **kwargs):
+        made.append(args)
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(greenws.client, "_default_context", None)
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    server = WSServer(rt, tls[0])
+    try:
+        for _ in range(2):
+            # The default context checks certificates: this one is untrusted.
+            with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+                greenws.Client.connect(f"wss://localhost:{server.port}/",
+                                       preset=rt.preset, open_timeout=WAIT)
+    finally:
+        server.stop()
+    assert len(made) == 1
+    context = greenws.client.default_ssl_context()
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+
+
 def _tls_server_sending_half_a_record(server_ctx, listener, half_sent, release):
     """One wss connection served by hand through memory BIOs: three whole
     messages, then -- once the client has sent something -- half of the TLS

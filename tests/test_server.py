@@ -173,3 +173,22 @@ def test_server_does_not_close_the_hosts_socket(harness):
     server.close()
     sock = server.environ["gunicorn.socket"]
     assert sock.fileno() != -1
+
+
+@pytest.mark.parametrize(
+    "path, query",
+    [
+        ("/ws", ""), ("", ""), ("/a b", "x=1 2"), ("/caf\xe9", "q=\xe9"),
+        ("/a;b@c:d/e!~*'()%41", "a=[1]&b=?/"), ("/%2F", "x=%20"), ("/\x00", "\x7f"),
+        ("/ok", "a\"b<c>"),
+    ],
+)
+def test_request_target_quotes_as_the_client_sent_it(path, query):
+    from urllib.parse import quote
+
+    from greenws.server import _request_target
+
+    expected = quote(path.encode("latin-1"), safe="/;:@&=+$,!~*'()%") or "/"
+    if query:
+        expected += "?" + quote(query, safe="/;:@&=+$,!~*'()%?[]")
+    assert _request_target({"PATH_INFO": path, "QUERY_STRING": query}) == expected

@@ -11,6 +11,7 @@ from ..client import (
     HeadersArg,
     Route,
     Target,
+    default_ssl_context,
     parse_url,
 )
 from ..errors import ConnectionError
@@ -128,7 +129,7 @@ class AioClient(AioBase):
                 )
                 context = None
                 if target.secure:
-                    context = ssl_context or ssl.create_default_context()
+                    context = ssl_context or default_ssl_context()
                 transport, opened = await ws._open_connection(
                     target, handshake, context, route.unix_socket, proxy
                 )

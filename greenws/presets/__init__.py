@@ -188,6 +188,9 @@ def _matching(classes: Mapping[str, Any]) -> Optional[Preset]:
     return None
 
 
+_KEYS = frozenset(CLASS_KEYS)
+
+
 def resolve(
     preset: Optional[Mapping[str, Any]] = None, sock: Any = None, **classes: Any
 ) -> Preset:
@@ -197,6 +200,8 @@ def resolve(
     without it, the preset one of ``classes`` belongs to, else :func:`detect`.
     Classes given one by one override the base.
     """
+    if preset is None and not any(classes.values()) and classes.keys() <= _KEYS:
+        return detect(sock)  # the common case, once per connection: keep it short
     unknown = set(classes) - set(CLASS_KEYS)
     if unknown:
         raise TypeError(f"unknown preset keys: {sorted(unknown)}")
