@@ -18,6 +18,7 @@ from .client import Client
 from .connection import Base
 from .errors import ConnectionClosed, ConnectionError, GreenWSError, HandshakeError
 from .registry import close_all, close_all_on_signals
+from .rooms import BroadcastError, Rooms, broadcast
 from .server import Server
 from .wsgi import WebSocketWSGI, end_response
 
@@ -42,13 +43,16 @@ __all__ = [
     "AioClient",
     "AioServer",
     "Base",
+    "BroadcastError",
     "Client",
     "ConnectionClosed",
     "ConnectionError",
     "GreenWSError",
     "HandshakeError",
+    "Rooms",
     "Server",
     "WebSocketWSGI",
+    "broadcast",
     "close_all",
     "close_all_on_signals",
     "end_response",

@@ -550,6 +550,85 @@ class Base:
             if self._controls:
                 self._flush_controls()  # queued after the last fragment
 
+    # Broadcast (greenws.rooms): a sender fanning one message out to many
+    # connections must never wait for one of them, so it writes only what
+    # the kernel takes at once and leaves the rest, with the write lock, to
+    # a writer of that connection's own.
+
+    def _write_nowait(self, event: Any, raw: Any, flags: int) -> Any:
+        """Write ``event`` as far as the socket takes it without waiting.
+
+        ``raw.send(data, flags)`` must never block (a non-blocking socket on
+        the same file descriptor, or ``MSG_DONTWAIT``).  Returns True when
+        the frame went out whole, False when the connection is gone, None
+        when nothing was done (the write lock is taken or control frames
+        wait): the caller must then use :meth:`_write`.  Otherwise it returns
+        a list of what is still to send -- the rest of the frame, or
+        control frames queued meanwhile -- and keeps the write lock, which
+        the caller must hand to :meth:`_write_rest`.
+        """
+        lock = self._write_lock
+        if self._controls or not lock.acquire(False):
+            return None
+        rest: Optional[List[Any]] = None
+        try:
+            if self._done:
+                return False
+            try:
+                data = self._protocol.send(event)
+                if type(data) is not bytes:
+                    rest = [data]  # large: the writer sends it
+                    return rest
+                try:
+                    sent = raw.send(data, flags)
+                except BlockingIOError:
+                    sent = 0
+            except LocalProtocolError:
+                return False
+            except (OSError, ValueError):
+                self._drop()
+                return False
+            except BaseException:
+                self._drop()
+                raise
+            if sent < len(data):
+                rest = [memoryview(data)[sent:]]
+            elif self._controls:
+                rest = []  # queued by a reader thread while we held the lock
+            return True if rest is None else rest
+        finally:
+            if rest is None:
+                lock.release()
+
+    def _write_rest(self, rest: List[Any]) -> bool:
+        """Send what :meth:`_write_nowait` left, holding the write lock it
+        kept, then let go of it; False if the connection is gone."""
+        try:
+            if self._done:
+                return False
+            try:
+                for piece in rest:
+                    if type(piece) is tuple:
+                        for part in piece:
+                            _send_whole(self.sock, part)
+                    elif isinstance(piece, (bytes, memoryview)):
+                        _send_whole(self.sock, piece)
+                    else:
+                        self._send_fragments(piece)
+                if self._controls:
+                    self._send_controls()
+            except (OSError, ValueError):
+                self._drop()
+                return False
+            except BaseException:
+                self._drop()
+                raise
+            return True
+        finally:
+            self._write_lock.release()
+            if self._controls:
+                self._flush_controls()
+
     def _send_fragments(self, frames: Any) -> None:
         """Send a large message's fragments (write lock held), and between
         them the pings and pongs that came meanwhile."""
