@@ -550,34 +550,41 @@ class Base:
             if self._controls:
                 self._flush_controls()  # queued after the last fragment
 
-    # Broadcast (greenws.rooms): a sender fanning one message out to many
+    # Broadcast (greenws.rooms): a sender fanning messages out to many
     # connections must never wait for one of them, so it writes only what
     # the kernel takes at once and leaves the rest, with the write lock, to
-    # a writer of that connection's own.
+    # a writer of that connection's own.  ``take()`` gives the messages to
+    # write; it is called holding the write lock, so that whoever holds the
+    # lock writes them in the order they were queued.
 
-    def _write_nowait(self, event: Any, raw: Any, flags: int) -> Any:
-        """Write ``event`` as far as the socket takes it without waiting.
+    def _write_nowait(
+        self, take: Any, raw: Any, flags: int, timeout: Optional[float] = None
+    ) -> Any:
+        """Write what ``take()`` gives, as far as the socket takes it at once.
 
         ``raw.send(data, flags)`` must never block (a non-blocking socket on
         the same file descriptor, or ``MSG_DONTWAIT``).  Returns True when
-        the frame went out whole, False when the connection is gone, None
-        when nothing was done (the write lock is taken or control frames
-        wait): the caller must then use :meth:`_write`.  Otherwise it returns
-        a list of what is still to send -- the rest of the frame, or
-        control frames queued meanwhile -- and keeps the write lock, which
-        the caller must hand to :meth:`_write_rest`.
+        it all went out, False when the connection is gone, None when
+        nothing was done: the write lock is taken (``timeout``: waited for
+        that long).  Otherwise it returns a list of what is still to send
+        (with the control frames queued meanwhile, if any) and keeps the
+        write lock: the caller must hand both to :meth:`_write_rest`.
         """
         lock = self._write_lock
-        if self._controls or not lock.acquire(False):
+        got = lock.acquire(False) if timeout is None else lock.acquire(timeout=timeout)
+        if not got:
             return None
         rest: Optional[List[Any]] = None
         try:
             if self._done:
                 return False
             try:
-                data = self._protocol.send(event)
+                pieces = self._frames(take())
+                if not pieces:
+                    return True
+                data = pieces[0]
                 if type(data) is not bytes:
-                    rest = [data]  # large: the writer sends it
+                    rest = pieces  # large: the writer sends it
                     return rest
                 try:
                     sent = raw.send(data, flags)
@@ -592,16 +599,49 @@ class Base:
                 self._drop()
                 raise
             if sent < len(data):
-                rest = [memoryview(data)[sent:]]
-            elif self._controls:
-                rest = []  # queued by a reader thread while we held the lock
+                rest = [memoryview(data)[sent:], *pieces[1:]]
+            elif len(pieces) > 1 or self._controls:
+                # More pieces, or pongs waiting: they may take waiting.
+                rest = pieces[1:]
             return True if rest is None else rest
         finally:
             if rest is None:
                 lock.release()
 
+    def _write_batch(self, take: Any) -> bool:
+        """Write what ``take()`` gives, waiting for the lock and the socket
+        (a member's writer); False if the connection is gone."""
+        self._write_lock.acquire()
+        try:
+            pieces = [] if self._done else self._frames(take())
+        except LocalProtocolError:
+            pieces = []
+        except BaseException:
+            self._write_lock.release()
+            raise
+        return self._write_rest(pieces)
+
+    def _frames(self, events: Any) -> List[Any]:
+        """The frames of ``events`` (write lock held), runs of small ones
+        joined so that they take one send."""
+        pieces: List[Any] = []
+        small: List[bytes] = []
+        send = self._protocol.send
+        for event in events:
+            data = send(event)
+            if type(data) is bytes:
+                small.append(data)
+                continue
+            if small:
+                pieces.append(b"".join(small))
+                small = []
+            pieces.append(data)
+        if small:
+            pieces.append(small[0] if len(small) == 1 else b"".join(small))
+        return pieces
+
     def _write_rest(self, rest: List[Any]) -> bool:
-        """Send what :meth:`_write_nowait` left, holding the write lock it
+        """Send ``rest`` holding the write lock that :meth:`_write_nowait`
         kept, then let go of it; False if the connection is gone."""
         try:
             if self._done:

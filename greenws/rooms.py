@@ -52,6 +52,18 @@ DEFAULT_MAX_PENDING = 64
 TOO_SLOW = 1008
 TOO_SLOW_REASON = "too slow"
 
+# Longest a sender waits for the write lock of a member whose queue is full
+# but whose socket is not (see _catch_up).
+_CATCH_UP = 1.0
+
+try:
+    import fcntl
+    import termios
+
+    _TIOCOUTQ: Optional[int] = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover - not Linux/Unix
+    _TIOCOUTQ = None
+
 _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)
 
 # Guards the hand-over of writing between a sender and a member's writer.
@@ -72,17 +84,27 @@ class _Member:
     """Broadcast state of one connection (shared by every Rooms object and
     :func:`broadcast`)."""
 
-    __slots__ = ("ws", "pending", "busy", "dead", "raw", "flags")
+    __slots__ = ("ws", "pending", "writers", "dead", "raw", "flags")
 
     def __init__(self, ws: Base) -> None:
         self.ws = ws
-        # Messages not yet started, oldest first.
+        # Messages not yet written, oldest first.  Only the holder of the
+        # connection's write lock takes them (see take), so they go out in
+        # this order whoever writes them.
         self.pending: Deque[Shared] = collections.deque()
-        # A sender or a writer is writing to it; others queue.
-        self.busy = False
+        # Writers running (or about to), waiting for the write lock or the
+        # socket; one is enough unless a sender hands its lock over.
+        self.writers = 0
         # Closed or too slow: nothing more is queued.
         self.dead = False
         self.raw, self.flags = _raw_socket(ws)
+
+    def take(self) -> List[Shared]:
+        """Every pending message (the caller holds the write lock)."""
+        with _lock:
+            items = list(self.pending)
+            self.pending.clear()
+        return items
 
 
 def _raw_socket(ws: Base) -> Any:
@@ -159,79 +181,129 @@ def _message(data: Any) -> Union[str, bytes]:
 
 
 def _deliver(member: _Member, shared: Shared, max_pending: int) -> None:
-    """Hand ``shared`` to one member without ever waiting for it."""
+    """Queue ``shared`` for one member and write what can go at once."""
     with _lock:
         if member.dead:
             return
-        if member.busy:
-            if len(member.pending) < max_pending:
-                member.pending.append(shared)
-                return
-            too_slow = True
-        else:
-            member.busy = True
-            too_slow = False
-    if too_slow:
+        full = len(member.pending) >= max_pending
+        if not full:
+            member.pending.append(shared)
+    if not full:
+        _pump(member)
+    elif not _catch_up(member, shared):
         _too_slow(member)
-        return
-    ws = member.ws
-    result = None
-    if member.raw is not None:
-        try:
-            result = ws._write_nowait(shared, member.raw, member.flags)
-        except Exception:  # noqa: BLE001 - a bug of ours: the member goes
-            logger.exception("greenws.rooms: error while writing to %r", ws)
-            result = False
-    if result is True or result is False:
-        with _lock:
-            if not member.pending or member.dead:
-                member.busy = False
-                return
-        result = None  # others queued meanwhile: the writer takes them
-    elif result is None:
-        with _lock:
-            member.pending.appendleft(shared)  # queued ones came after it
-    _start_writer(member, result)
 
 
-def _start_writer(member: _Member, rest: Optional[List[Any]]) -> None:
-    ws = member.ws
+def _socket_full(raw: Any) -> bool:
+    """Whether the kernel's send buffer of ``raw`` is (nearly) full.
+
+    Asked of the kernel directly (Linux): a selector would register the
+    descriptor with a hub that may already watch it for a parked writer.
+    Elsewhere it is assumed not full (the sender then waits a little).
+    """
+    if _TIOCOUTQ is None:
+        return False
     try:
-        thread = ws.thread_class(target=lambda: _write_pending(member, rest))
+        queued = struct.unpack("i", fcntl.ioctl(raw.fileno(), _TIOCOUTQ, bytes(4)))[0]
+        size = raw.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    except (OSError, ValueError):
+        return True  # closed: gone anyway
+    # Linux reports twice the payload it allows (bookkeeping included).
+    return bool(queued * 2 > size * 2 // 3)
+
+
+def _catch_up(member: _Member, shared: Shared) -> bool:
+    """The member's queue is full: unless its socket is full too (the peer
+    does not read), the writer that holds its write lock is only waiting for
+    its turn to run (a GIL, or a hub the sender has not yielded to yet).
+    Wait for the lock, a little at most, and write the queue and ``shared``
+    now; False if the member really is too slow."""
+    ws = member.ws
+    if member.raw is None or _socket_full(member.raw):
+        return False
+
+    def take() -> List[Shared]:
+        with _lock:
+            member.pending.append(shared)
+        return member.take()
+
+    result = ws._write_nowait(take, member.raw, member.flags, _CATCH_UP)
+    if result is None:
+        return False
+    if result is not True and result is not False:
+        _start_writer(member, result)
+    return True
+
+
+def _pump(member: _Member) -> None:
+    """Write the member's pending messages if that needs no waiting; else
+    leave them to a writer of its own (never waits)."""
+    ws = member.ws
+    while member.raw is not None:
+        try:
+            result = ws._write_nowait(member.take, member.raw, member.flags)
+        except Exception:  # noqa: BLE001 - a bug of ours
+            logger.exception("greenws.rooms: error while writing to %r", ws)
+            return
+        if result is False:
+            return
+        if result is None:
+            break  # the lock is taken: its holder may not look at the queue
+        if result is not True:
+            _start_writer(member, result)  # our lock goes with the rest
+            return
+        with _lock:
+            if not member.pending:
+                return
+        # More came while we held the lock (other threads): write it too.
+    with _lock:
+        if member.writers or member.dead or not member.pending:
+            return
+        member.writers += 1
+    _start_writer(member, None, counted=True)
+
+
+def _start_writer(
+    member: _Member, rest: Optional[List[Any]], counted: bool = False
+) -> None:
+    """Start a writer: with ``rest``, the caller's write lock goes to it."""
+    if not counted:
+        with _lock:
+            member.writers += 1
+    try:
+        thread = member.ws.thread_class(target=lambda: _write_pending(member, rest))
         try:
             thread.daemon = True
         except (AttributeError, RuntimeError):  # pragma: no cover
             pass
         thread.start()
     except BaseException:
-        if rest is not None:
-            ws._write_lock.release()
         with _lock:
-            member.busy = False
+            member.writers -= 1
+        if rest is not None:
+            member.ws._write_lock.release()
         raise
 
 
 def _write_pending(member: _Member, rest: Optional[List[Any]]) -> None:
-    """A member's writer: what the sender left, then its queue, in order."""
+    """A member's writer: what a sender left, then the queue until empty,
+    waiting for the socket as long as it takes (the queue's bound decides
+    when the member is too slow)."""
     ws = member.ws
+    ok = True
     try:
         if rest is not None:
-            ws._write_rest(rest)
-        while True:
+            ok = ws._write_rest(rest)
+        while ok:
             with _lock:
                 if member.dead or not member.pending:
-                    member.busy = False
+                    member.writers -= 1
                     return
-                shared = member.pending.popleft()
-            if not ws._write(shared):  # type: ignore[arg-type] # Protocol.send takes it
-                with _lock:
-                    member.pending.clear()
-                    member.busy = False
-                return
+            ok = ws._write_batch(member.take)
     except Exception:  # noqa: BLE001 - a bug of ours, or an interrupted write
         logger.exception("greenws.rooms: error while writing to %r", ws)
-        with _lock:
-            member.busy = False
+    with _lock:
+        member.writers -= 1
 
 
 def _too_slow(member: _Member) -> None:
