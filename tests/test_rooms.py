@@ -4,11 +4,17 @@ servers, and across processes through a real redis-server."""
 from __future__ import annotations
 
 import os
+import re
+import socket
+import threading
 import time
 import zlib
+from contextlib import ExitStack
 
 import pytest
 from conftest import WAIT, RawPeer, Runtime, make_environ, raw_request, read_http_head
+from servers import HostedServer, check_log
+from websockets.sync.client import connect as ws_connect
 
 import greenws
 from greenws import protocol
@@ -19,6 +25,11 @@ def _rss() -> int:
     """Resident memory of this process, bytes."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _first(message):
+    """The first character of a text or binary message."""
+    return message[:1] if isinstance(message, str) else message[:1].decode()
 
 
 def _receive_all(ws, count):
@@ -56,7 +67,7 @@ def test_send_reaches_every_member_in_order_once(harness):
         got = task.get()
         assert got[-1] == "end"
         for tag in "abc":
-            mine = [m for m in got if (m if isinstance(m, str) else m.decode())[0] == tag]
+            mine = [m for m in got if _first(m) == tag]
             want = [f"{tag}:{i}" for i in range(count)]
             if tag == "b":  # bytes stay binary
                 want = [w.encode() for w in want]
@@ -70,7 +81,7 @@ def test_send_reaches_every_member_in_order_once(harness):
 
 def test_closed_connection_leaves_every_room(harness):
     rt = harness.rt
-    (s1, c1), (s2, c2) = harness.pair(), harness.pair()
+    (s1, c1), (s2, _) = harness.pair(), harness.pair()
     rooms, other = greenws.Rooms(), greenws.Rooms()
     for room in ("a", "b"):
         rooms.join(s1, room)
@@ -117,7 +128,8 @@ def test_encoded_once_per_deflate_window(harness, monkeypatch):
         assert client.receive(WAIT) == text
     fin, rsv1, opcode, payload = peer.read_frame()
     assert (fin, rsv1, opcode) == (True, True, 1)
-    assert zlib.decompressobj(-10).decompress(payload + b"\x00\x00\xff\xff") == text.encode()
+    inflated = zlib.decompressobj(-10).decompress(payload + b"\x00\x00\xff\xff")
+    assert inflated == text.encode()
 
 
 def _fast_reader(peer, count, out):
@@ -180,7 +192,7 @@ def test_slow_member_memory_is_bounded():
         rooms = greenws.Rooms(max_pending=8)
         rooms.join(slow, "r")
         before = _rss()
-        for i in range(1024):
+        for _ in range(1024):
             rooms.send("r", os.urandom(64 * 1024))
         grown = _rss() - before
         assert grown < 24 * 1024 * 1024, grown
@@ -248,3 +260,255 @@ def test_import_greenws_does_not_import_redis():
         capture_output=True, text=True, check=True,
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+# -- on real hosting servers ------------------------------------------------------
+
+
+def _chat_clients(stack, url, count, pids=None, attempts=40):
+    """``count`` websockets clients of /chat (on as many worker processes as
+    ``pids`` asks for), each past its "joined PID" greeting; ``stack`` (an
+    ExitStack) closes them."""
+    clients, seen = [], set()
+    for _ in range(attempts):
+        ws = stack.enter_context(ws_connect(url + "/chat", open_timeout=WAIT))
+        greeting = ws.recv(timeout=WAIT)
+        assert greeting.startswith("joined ")
+        pid = int(greeting.split()[1])
+        if pids and pid in seen and len(seen) < pids and len(clients) >= count - 1:
+            ws.close()  # keep looking for the other worker
+            continue
+        seen.add(pid)
+        ws.pid = pid
+        clients.append(ws)
+        if len(clients) >= count and (not pids or len(seen) >= pids):
+            return clients
+    raise AssertionError(f"clients on {len(seen)} worker processes only")
+
+
+def _chat(clients, per_client):
+    """Every client sends ``per_client`` messages; each client must get all
+    of them, each sender's in order, once each."""
+    total = len(clients) * per_client
+    results = [None] * len(clients)
+
+    def read(i, ws):
+        results[i] = [ws.recv(timeout=WAIT) for _ in range(total)]
+
+    readers = [
+        threading.Thread(target=read, args=(i, ws)) for i, ws in enumerate(clients)
+    ]
+    for thread in readers:
+        thread.start()
+    for i, ws in enumerate(clients):
+        for n in range(per_client):
+            ws.send(f"{i}:{n}")
+    for thread in readers:
+        thread.join(WAIT * 2)
+    for got in results:
+        assert got is not None and len(got) == total
+        for i in range(len(clients)):
+            assert [m for m in got if m.startswith(f"{i}:")] == [
+                f"{i}:{n}" for n in range(per_client)
+            ]
+
+
+@pytest.mark.parametrize("kind", ["gunicorn-gevent", "gunicorn-gthread", "eventlet"])
+def test_rooms_on_hosting_servers(kind):
+    """A room on gevent, gthread and eventlet.wsgi servers, with a member
+    that never reads among websockets clients: everyone else gets every
+    message, in order, once; the server logs no error."""
+    server = HostedServer(kind, module="rooms_app")
+    try:
+        with ExitStack() as stack:
+            clients = _chat_clients(stack, server.url, 4)
+            idle = stack.enter_context(
+                socket.create_connection(("127.0.0.1", server.port))
+            )
+            request, _ = raw_request(server.port, "/chat")
+            idle.sendall(request)  # then never reads
+            _chat(clients, 50)
+    finally:
+        server.stop_and_check()
+
+
+# -- across processes, through Redis ---------------------------------------------
+
+
+def _wait(condition, timeout=WAIT, step=0.01):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
+def _redis_rooms(rt, url, **kw):
+    kw.setdefault("timeout", 1.0)
+    kw.setdefault("health_check_interval", 0.5)
+    return greenws.Rooms(url, preset=rt.preset, **kw)
+
+
+def _members(harness, rooms, count, room="r"):
+    pairs = [harness.pair() for _ in range(count)]
+    for server, _ in pairs:
+        rooms.join(server, room)
+    return [client for _, client in pairs]
+
+
+def test_redis_passes_messages_between_rooms_objects(harness, redis_server):
+    """Two Rooms on one Redis (as two workers would be): each member gets
+    each message once, str as text and bytes as binary; send_all reaches
+    every room."""
+    rt = harness.rt
+    a = _redis_rooms(rt, redis_server.url)
+    b = _redis_rooms(rt, redis_server.url)
+    try:
+        assert rt.wait_until(lambda: a.connected and b.connected)
+        on_a, on_b = _members(harness, a, 2), _members(harness, b, 2)
+        other = _members(harness, b, 1, room="other")
+        for i in range(20):
+            a.send("r", f"a{i}")
+            b.send("r", b"b%d" % i)
+        a.send_all("all")
+        for client in on_a + on_b:
+            got = [client.receive(WAIT) for _ in range(41)]
+            assert [m for m in got if isinstance(m, str) and m[1:].isdigit()] == [
+                f"a{i}" for i in range(20)
+            ]
+            assert [m for m in got if isinstance(m, bytes)] == [
+                b"b%d" % i for i in range(20)
+            ]
+            # (a's "all" and b's messages have different senders: no order)
+            assert got.count("all") == 1
+            assert client.receive(0.2) is None  # nothing twice
+        assert other[0].receive(WAIT) == "all"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_redis_restart_no_worker_stays_deaf(harness, redis_server):
+    """Redis killed: send raises BroadcastError within timeout (the local
+    members still get the message) and connected is False; restarted on the
+    same port: both Rooms resubscribe by themselves."""
+    rt = harness.rt
+    a = _redis_rooms(rt, redis_server.url)
+    b = _redis_rooms(rt, redis_server.url)
+    try:
+        assert rt.wait_until(lambda: a.connected and b.connected)
+        (on_a,), (on_b,) = _members(harness, a, 1), _members(harness, b, 1)
+        a.send("r", "before")
+        assert on_a.receive(WAIT) == on_b.receive(WAIT) == "before"
+        redis_server.kill()
+        assert rt.wait_until(lambda: not a.connected and not b.connected, 2.0)
+        start = time.monotonic()
+        with pytest.raises(greenws.BroadcastError):
+            a.send("r", "while down")
+        assert time.monotonic() - start < a.timeout + 0.5
+        assert on_a.receive(WAIT) == "while down"
+        redis_server.start()
+        assert rt.wait_until(lambda: a.connected and b.connected, 15)
+        a.send("r", "after")
+        b.send("r", "and back")
+        for client in (on_a, on_b):
+            got = {client.receive(WAIT), client.receive(WAIT)}
+            assert got == {"after", "and back"}  # two senders: any order
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("rt", ["gevent"], indirect=True)
+def test_redis_frozen_is_noticed_within_two_intervals(harness, redis_server):
+    rt = harness.rt
+    rooms = _redis_rooms(rt, redis_server.url, health_check_interval=0.5)
+    try:
+        assert rt.wait_until(lambda: rooms.connected)
+        (member,) = _members(harness, rooms, 1)
+        redis_server.freeze()
+        start = time.monotonic()
+        with pytest.raises(greenws.BroadcastError):
+            rooms.send("r", "frozen")
+        assert time.monotonic() - start < rooms.timeout + 0.5
+        assert member.receive(WAIT) == "frozen"
+        assert rt.wait_until(lambda: not rooms.connected, 2 * 0.5 + 0.5)
+        redis_server.thaw()
+        assert rt.wait_until(lambda: rooms.connected, 15)
+        rooms.send("r", "thawed")
+        assert member.receive(WAIT) == "thawed"
+    finally:
+        rooms.close()
+
+
+@pytest.mark.parametrize("rt", ["eventlet", "threading"], indirect=True)
+def test_redis_that_never_answers(harness):
+    """A port that accepts TCP and never answers: never connected, send
+    raises within timeout, close() returns at once."""
+    rt = harness.rt
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes handshakes; nobody answers
+    port = silent.getsockname()[1]
+    try:
+        rooms = _redis_rooms(rt, f"redis://127.0.0.1:{port}", timeout=0.5)
+        (member,) = _members(harness, rooms, 1)
+        start = time.monotonic()
+        with pytest.raises(greenws.BroadcastError):
+            rooms.send("r", "hello")
+        assert time.monotonic() - start < 0.5 + 0.5
+        assert member.receive(WAIT) == "hello"
+        rt.sleep(1.0)
+        assert not rooms.connected
+        start = time.monotonic()
+        rooms.close()
+        assert time.monotonic() - start < 1.0
+    finally:
+        silent.close()
+
+
+# While Redis is down the workers log warnings, not errors.
+_ERRORS = re.compile(r"Traceback|Error handling request")
+
+
+def test_two_gunicorn_gevent_workers_share_a_redis(redis_server):
+    """gunicorn -k gevent -w 2 with Redis rooms, websockets clients on both
+    workers: everyone gets everything; Redis killed and restarted on the
+    same port mid-stream: no worker stays deaf."""
+    server = HostedServer(
+        "gunicorn-gevent", module="rooms_app", options=["-w", "2"],
+        env={"ROOMS_REDIS": redis_server.url, "ROOMS_INTERVAL": "0.5",
+             "ROOMS_TIMEOUT": "1"},
+    )
+    try:
+        with ExitStack() as stack:
+            clients = _chat_clients(stack, server.url, 4, pids=2)
+            _chat(clients, 30)
+            redis_server.kill()
+            redis_server.start()
+            # Every worker hears every other again (each probe from a client on
+            # one worker must reach a client on the other).
+            by_pid = {}
+            for ws in clients:
+                by_pid.setdefault(ws.pid, ws)
+            senders = list(by_pid.values())
+            for sender in senders:
+                listener = next(ws for ws in clients if ws.pid != sender.pid)
+                deadline = time.monotonic() + 20
+                heard = False
+                n = 0
+                while not heard and time.monotonic() < deadline:
+                    n += 1
+                    sender.send(f"probe {sender.pid} {n}")
+                    try:
+                        while True:
+                            message = listener.recv(timeout=0.5)
+                            if message == f"probe {sender.pid} {n}":
+                                heard = True
+                                break
+                    except TimeoutError:
+                        pass
+                assert heard, f"worker {listener.pid} deaf after Redis restarted"
+    finally:
+        check_log(server.stop(), "gunicorn-gevent", _ERRORS)
