@@ -44,11 +44,13 @@ class _Conn:
 class Many:
     """``n`` WebSocket connections to ``port``; close them with :meth:`close`."""
 
-    def __init__(self, port: int, n: int, deflate: bool = False) -> None:
+    def __init__(
+        self, port: int, n: int, deflate: bool = False, path: str = "/"
+    ) -> None:
         self.port = port
         self.n = n
         self.want_deflate = deflate
-        self.request = upgrade_request(port, deflate)
+        self.request = upgrade_request(port, deflate, path)
         self.conns: List[_Conn] = []
         self.socks: List[socket.socket] = []  # every socket opened, to close
         self.ep = select.epoll()

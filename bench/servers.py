@@ -86,7 +86,12 @@ _GUNICORN_APPS = {
     "greenws-gevent": "bench.apps:greenws_app",
     "simple-gevent": "bench.apps:simple_app",
     "raw-gevent": "bench.apps:raw_app",
+    # bench.fanout's server (not in SERVERS: it runs only the fan-out rows)
+    "greenws-fanout": "bench.fanoutapp:app",
 }
+
+#: The fan-out server (bench.fanout).
+FANOUT = ServerSpec("greenws-fanout", "greenws", "gevent", "gunicorn -k gevent")
 
 
 def free_port() -> int:

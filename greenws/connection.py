@@ -553,9 +553,9 @@ class Base:
     # Broadcast (greenws.rooms): a sender fanning messages out to many
     # connections must never wait for one of them, so it writes only what
     # the kernel takes at once and leaves the rest, with the write lock, to
-    # a writer of that connection's own.  ``take()`` gives the messages to
-    # write; it is called holding the write lock, so that whoever holds the
-    # lock writes them in the order they were queued.
+    # a writer of that connection's own.  ``take`` is the messages to write,
+    # or a callable giving them that is called holding the write lock, so
+    # that whoever holds the lock writes them in the order they were queued.
 
     def _write_nowait(
         self, take: Any, raw: Any, flags: int, timeout: Optional[float] = None
@@ -579,7 +579,7 @@ class Base:
             if self._done:
                 return False
             try:
-                pieces = self._frames(take())
+                pieces = self._frames(take() if callable(take) else take)
                 if not pieces:
                     return True
                 data = pieces[0]
@@ -624,9 +624,11 @@ class Base:
     def _frames(self, events: Any) -> List[Any]:
         """The frames of ``events`` (write lock held), runs of small ones
         joined so that they take one send."""
+        send = self._protocol.send
+        if len(events) == 1:
+            return [send(events[0])]
         pieces: List[Any] = []
         small: List[bytes] = []
-        send = self._protocol.send
         for event in events:
             data = send(event)
             if type(data) is bytes:

@@ -343,12 +343,32 @@ def _too_slow(member: _Member) -> None:
 def _fan_out(
     connections: Iterable[Base], shared: Shared, max_pending: int
 ) -> int:
+    """Hand ``shared`` to each connection; how many it went to."""
     count = 0
+    members = _members
+    event = (shared,)
     for ws in connections:
-        member = _member(ws)
-        if member is not None and not member.dead:
+        member = members.get(ws) or _member(ws)
+        if member is None or member.dead:
+            continue
+        count += 1
+        if member.pending or member.raw is None:
             _deliver(member, shared, max_pending)
-            count += 1
+            continue
+        # Nothing queued: write it now if the socket takes it (the common
+        # case, kept short: this runs once per member and message).
+        try:
+            result = ws._write_nowait(event, member.raw, member.flags)
+        except Exception:  # noqa: BLE001 - a bug of ours
+            logger.exception("greenws.rooms: error while writing to %r", ws)
+            continue
+        if result is True:
+            if member.pending:  # queued by other threads meanwhile
+                _pump(member)
+        elif result is None:
+            _deliver(member, shared, max_pending)
+        elif result is not False:
+            _start_writer(member, result)
     return count
 
 

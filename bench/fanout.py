@@ -1,0 +1,234 @@
+"""Fan-out: one message to many members, locally and across processes.
+
+The members are raw connections of :class:`bench.many.Many` to
+``bench.fanoutapp`` under ``gunicorn -k gevent``; a greenws client on
+``/trigger`` tells the server what to send, and the time runs from that
+command until the last member has the whole message.
+
+* ``fanout-N[-deflate]``: N members in one worker; ``greenws-rooms``
+  (``Rooms.send``), ``greenws-broadcast`` (``greenws.broadcast``) and
+  ``ws.send-loop`` (a plain loop of ``ws.send()``), with permessage-deflate
+  negotiated by every member or by none; also the worker's CPU per fan-out.
+* ``fanout-redis-MxP``: two gunicorn processes sharing a Redis, M members
+  each; one ``Rooms.send`` on the first: ``greenws-rooms-redis`` is the time
+  until the last member of both has it, ``local fan-out`` until the last
+  member of the first (what Redis adds is the difference).
+* ``redis-room-100x2``: messages/s into a room of 100 members per process,
+  sent on the first, counted when every member of the second has them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import shutil
+import socket
+import subprocess
+import time
+from typing import Dict, Iterator, List, Optional
+
+import greenws
+
+from .fanoutapp import PAYLOAD
+from .many import Many, _Conn
+from .rawclient import BenchError, parse_message
+from .servers import FANOUT, Running, free_port
+
+_PAYLOAD = PAYLOAD.encode()
+
+
+def _trigger(port: int) -> greenws.Client:
+    return greenws.Client.connect(f"ws://127.0.0.1:{port}/trigger", compression=False,
+                                  open_timeout=30)
+
+
+def _wait_members(trigger: greenws.Client, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        trigger.send("count")
+        got = int(trigger.receive(timeout=timeout) or 0)
+        if got >= n:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"only {got} of {n} members joined")
+        time.sleep(0.05)
+
+
+def _collect(groups: List[List[_Conn]], count: int, t0: float,
+             timeout: float) -> List[float]:
+    """Read until every member of every group has ``count`` more messages;
+    per group, the seconds from ``t0`` until its last member had them.
+
+    Python reading thousands of sockets is slow next to the server, so only
+    each member's first message is parsed (and checked); the others are the
+    same frame (compressed or not, a member's frames of one message are the
+    same bytes), so counting bytes is enough.
+    """
+    ep = select.epoll()
+    try:
+        owner: Dict[int, int] = {}
+        need: Dict[int, int] = {}
+        by_fd: Dict[int, _Conn] = {}
+        for g, conns in enumerate(groups):
+            for conn in conns:
+                fd = conn.sock.fileno()
+                owner[fd], need[fd], by_fd[fd] = g, 0, conn
+                ep.register(fd, select.EPOLLIN)
+        last = [0.0] * len(groups)
+        deadline = time.monotonic() + timeout
+        while need:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BenchError(f"{len(need)} members still waiting")
+            for fd, _mask in ep.poll(min(remaining, 1.0)):
+                conn = by_fd[fd]
+                try:
+                    chunk = conn.sock.recv(262144)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    raise BenchError("the server closed a member")
+                buf = conn.buf
+                buf += chunk
+                if not need[fd]:
+                    got = parse_message(buf)
+                    if got is None:
+                        continue
+                    _, data, end = got
+                    if data != _PAYLOAD:
+                        raise BenchError(f"wrong message: {data[:40]!r}")
+                    need[fd] = end * count
+                if len(buf) >= need[fd]:
+                    if len(buf) > need[fd]:
+                        raise BenchError("more than was sent")
+                    buf.clear()
+                    del need[fd]
+                    ep.unregister(fd)
+                    g = owner[fd]
+                    last[g] = max(last[g], time.perf_counter() - t0)
+        return last
+    finally:
+        ep.close()
+
+
+def local(
+    n: int, deflate: bool, reps: int, timeout: float
+) -> Iterator[Dict[str, float]]:
+    """Yield one result per repetition: ``{mode}_s`` and ``{mode}_cpu_ms``
+    for each of rooms, broadcast and loop (interleaved)."""
+    with Running(FANOUT) as server:
+        members = Many(server.port, n, deflate, path="/member")
+        trigger = None
+        try:
+            members.connect(timeout)
+            if deflate and members.negotiated < n:
+                raise BenchError("deflate not negotiated")
+            trigger = _trigger(server.port)
+            _wait_members(trigger, n, timeout)
+            for _ in range(reps):
+                got: Dict[str, float] = {}
+                for mode in ("rooms", "broadcast", "loop"):
+                    cpu0 = server.cpu()
+                    t0 = time.perf_counter()
+                    trigger.send(f"{mode} 1")
+                    got[f"{mode}_s"] = _collect([members.conns], 1, t0, timeout)[0]
+                    if trigger.receive(timeout=timeout) != "done":
+                        raise BenchError("no answer from the trigger")
+                    got[f"{mode}_cpu_ms"] = (server.cpu() - cpu0) * 1000
+                yield got
+        finally:
+            if trigger is not None:
+                trigger.close()
+            members.close()
+
+
+@contextlib.contextmanager
+def _redis() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise BenchError("redis-server is not installed (make redis)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BenchError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def redis(per_process: int, reps: int, timeout: float, burst: int = 0
+          ) -> Iterator[Dict[str, float]]:
+    """Two servers sharing a Redis, ``per_process`` members each; yield per
+    repetition ``redis_s``, ``local_s`` (one Rooms.send), and with ``burst``
+    messages ``msgs_per_s``."""
+    with _redis() as url, Running(FANOUT, {"FANOUT_REDIS": url}) as a, \
+            Running(FANOUT, {"FANOUT_REDIS": url}) as b:
+        on_a = Many(a.port, per_process, path="/member")
+        on_b = Many(b.port, per_process, path="/member")
+        triggers: List[Optional[greenws.Client]] = [None, None]
+        try:
+            on_a.connect(timeout)
+            on_b.connect(timeout)
+            triggers[0], triggers[1] = _trigger(a.port), _trigger(b.port)
+            _wait_members(triggers[0], per_process, timeout)
+            _wait_members(triggers[1], per_process, timeout)
+            first = triggers[0]
+            # Both servers subscribe in the background: wait for the link.
+            deadline = time.monotonic() + timeout
+            while True:
+                first.send("rooms 1")
+                first.receive(timeout=timeout)
+                _collect([on_a.conns], 1, time.perf_counter(), timeout)
+                try:
+                    _collect([on_b.conns], 1, time.perf_counter(), 0.5)
+                    break
+                except BenchError:
+                    if time.monotonic() > deadline:
+                        raise BenchError("Redis link not up in time") from None
+                    for conn in on_b.conns:
+                        conn.buf.clear()
+                    _drain(on_b.conns)
+            for _ in range(reps):
+                if burst:
+                    t0 = time.perf_counter()
+                    first.send(f"rooms {burst}")
+                    local_s, redis_s = _collect([on_a.conns, on_b.conns], burst, t0,
+                                                timeout)
+                    first.receive(timeout=timeout)
+                    yield {"msgs_per_s": burst / max(local_s, redis_s)}
+                else:
+                    t0 = time.perf_counter()
+                    first.send("rooms 1")
+                    local_s, redis_s = _collect([on_a.conns, on_b.conns], 1, t0,
+                                                timeout)
+                    first.receive(timeout=timeout)
+                    yield {"local_s": local_s, "redis_s": max(local_s, redis_s)}
+        finally:
+            for trigger in triggers:
+                if trigger is not None:
+                    trigger.close()
+            on_a.close()
+            on_b.close()
+
+
+def _drain(conns: List[_Conn]) -> None:
+    """Throw away whatever has arrived (a partial warm-up)."""
+    time.sleep(0.2)
+    for conn in conns:
+        conn.sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while conn.sock.recv(262144):
+                pass
+        conn.buf.clear()
+
