@@ -14,7 +14,8 @@ Sections, in order:
    raw client of section 1 as the reference for what that server allows;
 4. fan-out (bench.fanout): one message to ``fanout-<N>[-deflate]`` members
    in one gevent worker with ``greenws-rooms``/``greenws-broadcast`` against
-   a ``ws.send-loop``; across two processes through Redis,
+   a ``ws.send-loop`` and ``python-socketio``'s emit(to=room); across two
+   processes through Redis,
    ``fanout-redis-<M>x2`` and ``redis-room-100x2``.
 
 Where a target applies, the ratio line also gives its ceiling: the raw
@@ -45,7 +46,14 @@ from typing import List
 
 from . import fanout, report, workloads
 from .apps import raise_nofile
-from .servers import BY_NAME, FANOUT, SERVERS, Running, ServerSpec
+from .servers import (
+    BY_NAME,
+    FANOUT,
+    SERVERS,
+    SIO_FANOUT,
+    Running,
+    ServerSpec,
+)
 
 # websockets' sync server, the fastest third-party one, caps every client at
 # about 600 MiB/s, which hid the differences between the clients.
@@ -274,6 +282,23 @@ class Suite:
                               f"{got[f'{mode}_cpu_ms']:7.1f} CPU ms", flush=True)
             except Exception as exc:  # noqa: BLE001
                 self._record_error(f"{workload}/greenws-rooms", FANOUT, "fanout_s", exc)
+            if not self.wanted(f"{workload}/python-socketio"):
+                continue
+            try:
+                for rep, got in enumerate(fanout.socketio(n, deflate, reps, timeout)):
+                    note = "" if got["deflate"] == 1 or not deflate else (
+                        "deflate NOT negotiated")
+                    for metric, key in (("fanout_s", "emit_s"),
+                                        ("fanout_cpu_ms", "emit_cpu_ms")):
+                        self.results.add(workload, "python-socketio",
+                                         "python-socketio", "gevent", metric,
+                                         got[key], note=note)
+                    print(f"  {workload}/python-socketio     rep {rep + 1}: "
+                          f"{got['emit_s'] * 1000:8.1f} ms to the last, "
+                          f"{got['emit_cpu_ms']:7.1f} CPU ms {note}", flush=True)
+            except Exception as exc:  # noqa: BLE001
+                self._record_error(f"{workload}/python-socketio", SIO_FANOUT,
+                                   "fanout_s", exc)
         workload = f"fanout-redis-{per_process}x2"
         if self.wanted(f"{workload}/greenws-rooms-redis"):
             try:

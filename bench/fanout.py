@@ -20,19 +20,21 @@ command until the last member has the whole message.
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import shutil
 import socket
 import subprocess
 import time
+import zlib
 from typing import Dict, Iterator, List, Optional
 
 import greenws
 
 from .fanoutapp import PAYLOAD
 from .many import Many, _Conn
-from .rawclient import BenchError, parse_message
-from .servers import FANOUT, Running, free_port
+from .rawclient import BenchError, frame, parse_frame
+from .servers import FANOUT, SIO_FANOUT, Running, free_port
 
 _PAYLOAD = PAYLOAD.encode()
 
@@ -58,7 +60,12 @@ class _Reader:
     """Reads the members' sockets (registered once: epoll calls for
     thousands of sockets per round would cost more than the server)."""
 
-    def __init__(self, groups: List[List[_Conn]]) -> None:
+    def __init__(self, groups: List[List[_Conn]], expected: bytes = b"",
+                 same_bytes: bool = True) -> None:
+        self.expected = expected or _PAYLOAD
+        # False: members' frames differ (zlib contexts kept between
+        # messages): each member's frame is parsed for its size.
+        self.check = _CHECK if same_bytes else 1
         self.ep = select.epoll()
         self.groups = groups
         self.owner: Dict[int, int] = {}
@@ -99,15 +106,12 @@ class _Reader:
                 except BlockingIOError:
                     continue
                 if not need[fd]:
-                    if frame and fd % _CHECK:
+                    if frame and fd % self.check:
                         need[fd] = frame * count
                     else:
-                        got = parse_message(buf)
-                        if got is None:
+                        end = _check(buf, self.expected)
+                        if not end:
                             continue
-                        _, data, end = got
-                        if data != _PAYLOAD:
-                            raise BenchError(f"wrong message: {data[:40]!r}")
                         frame = end
                         need[fd] = end * count
                 if len(buf) >= need[fd]:
@@ -120,8 +124,99 @@ class _Reader:
         return last
 
 
+def _check(buf: bytearray, expected: bytes) -> int:
+    """The size of the whole frame at the start of ``buf`` (0: incomplete),
+    after checking that it carries ``expected``: a compressed one only if it
+    inflates on its own (python-socketio's members keep the zlib context
+    between messages, and a member's Nth message is the same bytes for all,
+    so the size still tells)."""
+    got = parse_frame(buf, 0)
+    if got is None:
+        return 0
+    fin, _, rsv1, payload, end = got
+    if not fin:
+        raise BenchError("a fragmented message")
+    if rsv1:
+        try:
+            payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+        except zlib.error:
+            return int(end)
+    if payload != expected:
+        raise BenchError(f"wrong message: {payload[:60]!r}")
+    return int(end)
+
+
 #: One member in this many is parsed and checked (see _Reader.collect).
 _CHECK = 32
+
+
+#: What a socket.io member gets for ``emit("update", PAYLOAD)``.
+_SIO_MESSAGE = b"42" + json.dumps(["update", PAYLOAD], separators=(",", ":")).encode()
+_SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
+
+
+def _sio_join(conns: List[_Conn], timeout: float) -> None:
+    """The engine.io open packet, then a socket.io connect to "/", on each."""
+    for conn in conns:
+        sock = conn.sock
+        sock.settimeout(timeout)
+        # python-socketio's server keeps its zlib context between messages
+        inflater = zlib.decompressobj(-15)
+        try:
+            for expect, reply in ((b"0", frame(b"40")), (b"40", None)):
+                while True:
+                    got = parse_frame(conn.buf, 0)
+                    if got is not None:
+                        break
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise BenchError("socket.io server closed a member")
+                    conn.buf += chunk
+                _, _, rsv1, data, end = got
+                del conn.buf[:end]
+                if rsv1:
+                    data = inflater.decompress(data + b"\x00\x00\xff\xff")
+                if not data.startswith(expect):
+                    raise BenchError(f"unexpected socket.io packet {data[:40]!r}")
+                if reply is not None:
+                    sock.sendall(reply)
+        finally:
+            sock.setblocking(False)
+
+
+def socketio(n: int, deflate: bool, reps: int, timeout: float
+             ) -> Iterator[Dict[str, float]]:
+    """python-socketio's emit(to=room): ``emit_s`` and ``emit_cpu_ms``."""
+    with Running(SIO_FANOUT) as server:
+        members = Many(server.port, n, deflate, path=_SIO_PATH)
+        trigger = None
+        try:
+            members.connect(timeout)
+            _sio_join(members.conns, timeout)
+            negotiated = members.negotiated
+            trigger = _trigger(server.port)
+            _wait_members(trigger, n, timeout)
+            reader = _Reader([members.conns], _SIO_MESSAGE, same_bytes=not deflate)
+            try:
+                trigger.send("emit 1")  # warm-up, untimed
+                reader.collect(1, time.perf_counter(), timeout)
+                trigger.receive(timeout=timeout)
+                for _ in range(reps):
+                    cpu0 = server.cpu()
+                    t0 = time.perf_counter()
+                    trigger.send("emit 1")
+                    emit_s = reader.collect(1, t0, timeout)[0]
+                    if trigger.receive(timeout=timeout) != "done":
+                        raise BenchError("no answer from the trigger")
+                    yield {"emit_s": emit_s,
+                           "emit_cpu_ms": (server.cpu() - cpu0) * 1000,
+                           "deflate": negotiated / n}
+            finally:
+                reader.close()
+        finally:
+            if trigger is not None:
+                trigger.close()
+            members.close()
 
 
 def local(

@@ -73,3 +73,56 @@ def app(environ, start_response):
     finally:
         ws.close()
     return []
+
+
+# -- the peer: python-socketio's emit(to=room), gevent mode ------------------
+
+_sio_wsgi = None
+
+
+def _build_sio():
+    import sys
+
+    # Under a plain gunicorn gevent worker engineio's gevent driver must use
+    # simple-websocket: with gevent-websocket importable it would look for
+    # that worker's environ key instead.
+    sys.modules["geventwebsocket"] = None  # type: ignore[assignment]
+    import socketio
+
+    import greenws
+
+    # No engine.io pings during a run (the bench's members do not answer).
+    sio = socketio.Server(async_mode="gevent", ping_interval=600, ping_timeout=600)
+
+    @sio.event
+    def connect(sid, environ):
+        sio.enter_room(sid, "all")
+
+    def trigger(environ, start_response):
+        ws = greenws.Server.accept(environ)
+        try:
+            while True:
+                verb, _, count = str(ws.receive()).partition(" ")
+                if verb == "count":
+                    members = sio.manager.get_participants("/", "all")
+                    ws.send(str(sum(1 for _ in members)))
+                    continue
+                for _ in range(int(count or 1)):
+                    sio.emit("update", PAYLOAD, to="all")
+                ws.send("done")
+        except greenws.ConnectionClosed:
+            pass
+        finally:
+            ws.close()
+        return []
+
+    return socketio.WSGIApp(sio, trigger)
+
+
+def sio_app(environ, start_response):
+    """python-socketio (gevent mode) with ``/trigger`` as for :func:`app`
+    (``emit N``); built on first use, in the worker."""
+    global _sio_wsgi
+    if _sio_wsgi is None:
+        _sio_wsgi = _build_sio()
+    return _sio_wsgi(environ, start_response)

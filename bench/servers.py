@@ -88,10 +88,15 @@ _GUNICORN_APPS = {
     "raw-gevent": "bench.apps:raw_app",
     # bench.fanout's server (not in SERVERS: it runs only the fan-out rows)
     "greenws-fanout": "bench.fanoutapp:app",
+    "socketio-fanout": "bench.fanoutapp:sio_app",
 }
 
 #: The fan-out server (bench.fanout).
 FANOUT = ServerSpec("greenws-fanout", "greenws", "gevent", "gunicorn -k gevent")
+#: python-socketio's emit(to=room) in gevent mode, the fan-out's peer.
+SIO_FANOUT = ServerSpec(
+    "socketio-fanout", "python-socketio", "gevent", "gunicorn -k gevent"
+)
 
 
 def free_port() -> int:
