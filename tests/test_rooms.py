@@ -79,6 +79,41 @@ def test_send_reaches_every_member_in_order_once(harness):
         assert client.receive(WAIT) == "once"
 
 
+def test_broadcast_never_interleaves_with_the_apps_own_send(harness):
+    """While the application sends large messages (in 1 MiB fragments) on a
+    member, broadcasts to it wait for the write lock or go to its queue:
+    the peer gets each large message whole and every broadcast once, in
+    order."""
+    rt = harness.rt
+    server, client = harness.pair(client_kwargs={"max_message_size": None})
+    rooms = greenws.Rooms(max_pending=10**6)
+    rooms.join(server, "r")
+    big = [os.urandom(2 * 1024 * 1024) for _ in range(3)]
+    received = []
+
+    def read():
+        while True:
+            message = client.receive(WAIT)
+            if message is None or message == "end":
+                return
+            received.append(message)
+
+    reader = rt.spawn(read)
+    sender = rt.spawn(lambda: [server.send(data) for data in big])
+    sent = 0
+    while not sender.ready():
+        rooms.send("r", f"small {sent}")
+        sent += 1
+        rt.sleep(0.0002)
+    sender.get()
+    rooms.send("r", "end")
+    reader.get()
+    assert [m for m in received if isinstance(m, bytes)] == big
+    assert [m for m in received if isinstance(m, str)] == [
+        f"small {i}" for i in range(sent)
+    ]
+
+
 def test_closed_connection_leaves_every_room(harness):
     rt = harness.rt
     (s1, c1), (s2, _) = harness.pair(), harness.pair()
