@@ -547,3 +547,51 @@ def test_two_gunicorn_gevent_workers_share_a_redis(redis_server):
                 assert heard, f"worker {listener.pid} deaf after Redis restarted"
     finally:
         check_log(server.stop(), "gunicorn-gevent", _ERRORS)
+
+
+@pytest.mark.parametrize("rt", ["threading", "gevent"], indirect=True)
+def test_tls_members(harness):
+    """Members over TLS: the SSL object must do every write (no
+    non-blocking write of the raw socket), so a writer of their own sends:
+    each message arrives once, in order (echoed by a websockets server)."""
+    import ssl
+
+    import trustme
+    from websockets.sync.server import serve
+
+    rt = harness.rt
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    def echo(conn):
+        for message in conn:
+            conn.send(message)
+
+    server = serve(echo, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.socket.getsockname()[1]
+    thread = rt.spawn_thread(server.serve_forever)
+    try:
+        rooms = greenws.Rooms()
+        clients = []
+        for _ in range(3):
+            client = greenws.Client.connect(
+                f"wss://localhost:{port}/", preset=rt.preset, ssl_context=client_ctx
+            )
+            harness.connections.append(client)
+            clients.append(client)
+            rooms.join(client, "r")
+        assert all(rooms_module._members[c].raw is None for c in clients)
+        for i in range(50):
+            rooms.send("r", f"m{i}")
+            if i % 10 == 0:
+                rt.sleep(0.001)
+        for client in clients:
+            assert _receive_all(client, 50) == [f"m{i}" for i in range(50)]
+    finally:
+        for client in harness.connections:
+            client.close()
+        server.shutdown()
+        thread.get()
