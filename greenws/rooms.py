@@ -532,7 +532,7 @@ class Rooms:
     @property
     def connected(self) -> bool:
         """Whether the Redis link is up (always True without Redis)."""
-        link = self._link
+        link = self._redis()
         return True if link is None else bool(link.connected)
 
     # -- sending --------------------------------------------------------------

@@ -595,3 +595,33 @@ def test_tls_members(harness):
             client.close()
         server.shutdown()
         thread.get()
+
+
+@pytest.mark.parametrize("rt", ["threading"], indirect=True)
+def test_redis_rooms_made_before_fork(harness, redis_server):
+    """Rooms made before a fork (gunicorn --preload): the child makes a link
+    of its own, and its messages reach the parent's members."""
+    rt = harness.rt
+    rooms = _redis_rooms(rt, redis_server.url)
+    try:
+        assert rt.wait_until(lambda: rooms.connected)
+        (member,) = _members(harness, rooms, 1)
+        pid = os.fork()
+        if pid == 0:  # the child: a worker forked from a preloading master
+            code = 1
+            try:
+                for server in rooms.members("r"):
+                    rooms.leave(server)  # (inherited: the parent's to serve)
+                deadline = time.monotonic() + WAIT
+                while not rooms.connected and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                rooms.send("r", "from the child")
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert member.receive(WAIT) == "from the child"
+        assert member.receive(0.2) is None  # once
+    finally:
+        rooms.close()
