@@ -597,6 +597,7 @@ def test_tls_members(harness):
         thread.get()
 
 
+@pytest.mark.filterwarnings("ignore:Using fork:DeprecationWarning")  # eventlet's
 @pytest.mark.parametrize("rt", ["threading"], indirect=True)
 def test_redis_rooms_made_before_fork(harness, redis_server):
     """Rooms made before a fork (gunicorn --preload): the child makes a link
