@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 SOURCES := setup.cfg setup.py pyproject.toml greenws/_speedups.c
 
-.PHONY: install test demo bench lint clean browser proxy
+.PHONY: install test demo bench lint clean browser proxy redis
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,17 @@ proxy:
 	    $$SUDO apt-get install -y -q --no-install-recommends tinyproxy; } \
 	  || echo "warning: could not install tinyproxy: tests/test_proxy.py will skip"; }
 
-test: $(STAMP) browser proxy
+# redis-server for tests/test_rooms.py (Debian's package); the tests skip
+# with the reason if it cannot be installed.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { $$SUDO apt-get update -q && \
+	    $$SUDO apt-get install -y -q --no-install-recommends redis-server; } \
+	  || echo "warning: could not install redis-server: the Redis tests of tests/test_rooms.py will skip"; }
+
+test: $(STAMP) browser proxy redis
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Serves examples/chat on http://127.0.0.1:8000/ and prints that URL.

@@ -14,7 +14,12 @@ Sections, in order:
    (greenws under gunicorn's gevent worker), so that the server is not what
    limits them: ``client-rt/<client>``, ``client-mib/<client>`` and
    ``client-connect/<client>`` (connect+close cycles/s), with the raw client
-   of section 1 as the reference for what that server allows.
+   of section 1 as the reference for what that server allows;
+4. fan-out (bench.fanout): one message to ``fanout-<N>[-deflate]`` members
+   in one gevent worker with ``greenws-rooms``/``greenws-broadcast`` against
+   a ``ws.send-loop`` and ``python-socketio``'s emit(to=room); across two
+   processes through Redis,
+   ``fanout-redis-<M>x2`` and ``redis-room-100x2``.
 
 Where a target applies, the ratio line also gives its ceiling: the raw
 reference's own ratio to the same peer.  For a server that is the raw
@@ -47,9 +52,16 @@ import time
 import traceback
 from typing import List
 
-from . import baseline, report, workloads
+from . import baseline, fanout, report, workloads
 from .apps import raise_nofile
-from .servers import BY_NAME, SERVERS, Running, ServerSpec
+from .servers import (
+    BY_NAME,
+    FANOUT,
+    SERVERS,
+    SIO_FANOUT,
+    Running,
+    ServerSpec,
+)
 
 # websockets' sync server, the fastest third-party one, caps every client at
 # about 600 MiB/s, which hid the differences between the clients.
@@ -265,6 +277,85 @@ class Suite:
         print(f"  {wid:<34} rep {rep + 1}: {value:>10,.1f} {unit}", flush=True)
 
 
+    # -- section 4 ----------------------------------------------------------
+
+    def fanout(self) -> None:
+        quick = self.args.quick
+        n = 100 if quick else 5000
+        per_process = 50 if quick else 1000
+        reps = 2 if quick else 5
+        timeout = 60.0
+        names = {"rooms": ("greenws-rooms", "greenws"),
+                 "broadcast": ("greenws-broadcast", "greenws"),
+                 "loop": ("ws.send-loop", "ws.send loop")}
+        header = False
+        for deflate in (False, True):
+            workload = f"fanout-{n}" + ("-deflate" if deflate else "")
+            modes = [m for m, (name, _) in names.items()
+                     if self.wanted(f"{workload}/{name}")]
+            if not modes:
+                continue
+            if not header:
+                print("\n== fan-out (gunicorn -k gevent) ==", flush=True)
+                header = True
+            try:
+                for rep, got in enumerate(fanout.local(n, deflate, reps, timeout)):
+                    for mode in modes:
+                        name, lib = names[mode]
+                        self.results.add(workload, name, lib, "gevent", "fanout_s",
+                                         got[f"{mode}_s"])
+                        self.results.add(workload, name, lib, "gevent",
+                                         "fanout_cpu_ms", got[f"{mode}_cpu_ms"])
+                        print(f"  {workload}/{name:<20} rep {rep + 1}: "
+                              f"{got[f'{mode}_s'] * 1000:8.1f} ms to the last, "
+                              f"{got[f'{mode}_cpu_ms']:7.1f} CPU ms", flush=True)
+            except Exception as exc:  # noqa: BLE001
+                self._record_error(f"{workload}/greenws-rooms", FANOUT, "fanout_s", exc)
+            if not self.wanted(f"{workload}/python-socketio"):
+                continue
+            try:
+                for rep, got in enumerate(fanout.socketio(n, deflate, reps, timeout)):
+                    note = "" if got["deflate"] == 1 or not deflate else (
+                        "deflate NOT negotiated")
+                    for metric, key in (("fanout_s", "emit_s"),
+                                        ("fanout_cpu_ms", "emit_cpu_ms")):
+                        self.results.add(workload, "python-socketio",
+                                         "python-socketio", "gevent", metric,
+                                         got[key], note=note)
+                    print(f"  {workload}/python-socketio     rep {rep + 1}: "
+                          f"{got['emit_s'] * 1000:8.1f} ms to the last, "
+                          f"{got['emit_cpu_ms']:7.1f} CPU ms {note}", flush=True)
+            except Exception as exc:  # noqa: BLE001
+                self._record_error(f"{workload}/python-socketio", SIO_FANOUT,
+                                   "fanout_s", exc)
+        workload = f"fanout-redis-{per_process}x2"
+        if self.wanted(f"{workload}/greenws-rooms-redis"):
+            try:
+                for rep, got in enumerate(fanout.redis(per_process, reps, timeout)):
+                    self.results.add(workload, "greenws-rooms-redis", "greenws",
+                                     "gevent", "fanout_s", got["redis_s"])
+                    self.results.add(workload, "local fan-out", "local fan-out",
+                                     "gevent", "fanout_s", got["local_s"])
+                    print(f"  {workload} rep {rep + 1}: "
+                          f"{got['redis_s'] * 1000:.1f} ms to the last of both, "
+                          f"{got['local_s'] * 1000:.1f} ms locally", flush=True)
+            except Exception as exc:  # noqa: BLE001
+                self._record_error(f"{workload}/greenws-rooms-redis", FANOUT,
+                                   "fanout_s", exc)
+        workload = "redis-room-100x2"
+        if self.wanted(f"{workload}/greenws-rooms-redis"):
+            burst = 200 if quick else 2000
+            try:
+                for rep, got in enumerate(fanout.redis(100, reps, timeout, burst)):
+                    self.results.add(workload, "greenws-rooms-redis", "greenws",
+                                     "gevent", "msgs_per_s", got["msgs_per_s"])
+                    print(f"  {workload} rep {rep + 1}: "
+                          f"{got['msgs_per_s']:,.0f} messages/s", flush=True)
+            except Exception as exc:  # noqa: BLE001
+                self._record_error(f"{workload}/greenws-rooms-redis", FANOUT,
+                                   "msgs_per_s", exc)
+
+
 def main(argv: List[str] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     raise_nofile()
@@ -277,6 +368,7 @@ def main(argv: List[str] = None) -> int:
     suite.single()
     suite.many()
     suite.clients()
+    suite.fanout()
     results = suite.results
     print("\n== results (medians) ==")
     print("\n".join(report.table(results)))

@@ -47,8 +47,10 @@ class _Conn:
 class Many:
     """``n`` WebSocket connections to ``port``; close them with :meth:`close`."""
 
-    def __init__(self, port: int, n: int, deflate: bool = False,
-                 tls: bool = False) -> None:
+    def __init__(
+        self, port: int, n: int, deflate: bool = False, tls: bool = False,
+        path: str = "/",
+    ) -> None:
         self.port = port
         self.context: Optional[ssl.SSLContext] = None
         if tls:
@@ -57,7 +59,7 @@ class Many:
             self.context.verify_mode = ssl.CERT_NONE
         self.n = n
         self.want_deflate = deflate
-        self.request = upgrade_request(port, deflate)
+        self.request = upgrade_request(port, deflate, path)
         self.conns: List[_Conn] = []
         self.socks: List[socket.socket] = []  # every socket opened, to close
         self.ep = select.epoll()

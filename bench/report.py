@@ -29,6 +29,9 @@ METRICS: Dict[str, Tuple[str, bool]] = {
     "connect_s": ("s to connect all", False),
     "connects_per_s": ("connect+close/s", True),
     "burst_s": ("s to echo on all", False),
+    "fanout_s": ("s until the last member has it", False),
+    "fanout_cpu_ms": ("server CPU ms per fan-out", False),
+    "msgs_per_s": ("messages/s into the room", True),
 }
 
 #: Library names of greenws's own rows (servers, the two clients).
@@ -66,6 +69,12 @@ TARGETS: Dict[Tuple[str, str, str], Tuple[str, float]] = {
     ("client-rt", "rt_per_s", "aiohttp ws_connect"): ("ratio>=", 1.0),
     ("client-mib", "mib_per_s", "websockets.asyncio.client"): ("ratio>=", 1.0),
     ("client-mib", "mib_per_s", "aiohttp ws_connect"): ("ratio>=", 1.0),
+    # rooms and broadcast (issue 14): >= 3x faster than a ws.send() loop
+    # (stated with compression on), >= 5x python-socketio's emit, and the
+    # Redis path at most twice the local fan-out
+    ("fanout", "fanout_s", "ws.send loop"): ("ratio<=", 1 / 3),
+    ("fanout", "fanout_s", "python-socketio"): ("ratio<=", 0.2),
+    ("fanout-redis", "fanout_s", "local fan-out"): ("ratio<=", 2.0),
 }
 #: absolute targets for greenws itself: (workload kind, metric) -> limit
 ABS_TARGETS: Dict[Tuple[str, str], float] = {
@@ -195,7 +204,7 @@ def ratios(results: Results) -> List[str]:
                 continue
             r = g.median / p.median
             mark = ""
-            family = "many" if g.workload.startswith("many") else g.workload
+            family = _family(g.workload)
             target = TARGETS.get((family, g.metric, p.lib))
             if target is not None:
                 kind, limit = target
@@ -236,6 +245,14 @@ def baseline_ratios(results: Results) -> List[str]:
             f"{new.median / b.median:.2f}x ({new.median:.1f} / {b.median:.1f})"
         )
     return lines
+
+
+def _family(workload: str) -> str:
+    """The workload without its size (what TARGETS are keyed by)."""
+    for family in ("many", "fanout-redis", "fanout"):
+        if workload.startswith(family):
+            return family
+    return workload
 
 
 def _same_host(a: Row, b: Row) -> bool:

@@ -105,6 +105,9 @@ _GUNICORN_APPS = {
     "raw-gevent": "bench.apps:raw_app",
     "greenws-gevent-tls": "bench.apps:greenws_app",
     "raw-gevent-tls": "bench.apps:raw_app",
+    # bench.fanout's server (not in SERVERS: it runs only the fan-out rows)
+    "greenws-fanout": "bench.fanoutapp:app",
+    "socketio-fanout": "bench.fanoutapp:sio_app",
 }
 #: Environment variables naming the certificate and key of a TLS server.
 CERT_ENV, KEY_ENV = "GREENWS_BENCH_CERT", "GREENWS_BENCH_KEY"
@@ -124,6 +127,13 @@ def cert_files() -> Tuple[str, str]:
         cert.private_key_pem.write_to_path(paths[1])
         _cert_files = paths
     return _cert_files
+
+#: The fan-out server (bench.fanout).
+FANOUT = ServerSpec("greenws-fanout", "greenws", "gevent", "gunicorn -k gevent")
+#: python-socketio's emit(to=room) in gevent mode, the fan-out's peer.
+SIO_FANOUT = ServerSpec(
+    "socketio-fanout", "python-socketio", "gevent", "gunicorn -k gevent"
+)
 
 
 def free_port() -> int:

@@ -19,6 +19,7 @@ from .connection import Base
 from .errors import ConnectionClosed, ConnectionError, GreenWSError, HandshakeError
 from .reconnect import reconnecting
 from .registry import close_all, close_all_on_signals
+from .rooms import BroadcastError, Rooms, broadcast
 from .server import Server
 from .session import State
 from .wsgi import WebSocketWSGI, end_response
@@ -44,14 +45,17 @@ __all__ = [
     "AioClient",
     "AioServer",
     "Base",
+    "BroadcastError",
     "Client",
     "ConnectionClosed",
     "ConnectionError",
     "GreenWSError",
     "HandshakeError",
+    "Rooms",
     "Server",
     "State",
     "WebSocketWSGI",
+    "broadcast",
     "close_all",
     "close_all_on_signals",
     "end_response",

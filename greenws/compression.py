@@ -24,7 +24,7 @@ from wsproto.frame_protocol import (
     RsvBits,
 )
 
-__all__ = ["BoundedDeflate", "WINDOW_BITS", "MEM_LEVEL"]
+__all__ = ["BoundedDeflate", "WINDOW_BITS", "MEM_LEVEL", "deflate_message"]
 
 #: LZ77 window (2**12 = 4 KiB) used by our compressor and asked of the peer.
 WINDOW_BITS = 12
@@ -33,6 +33,20 @@ MEM_LEVEL = 5
 # What the sender strips from the end of each compressed message (RFC 7692
 # 7.2.1) and the receiver puts back before inflating.
 _TAIL = b"\x00\x00\xff\xff"
+
+
+def deflate_message(data: Union[bytes, bytearray, memoryview], bits: int) -> bytes:
+    """``data`` compressed as one message with a fresh context and a window of
+    ``bits`` (at most :data:`WINDOW_BITS`), its tail stripped (RFC 7692 7.2.1).
+
+    The result depends on nothing else, so one message going to many
+    connections that agreed on the same window is compressed once
+    (:mod:`greenws.rooms`).
+    """
+    compressor = zlib.compressobj(
+        zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -min(bits, WINDOW_BITS), MEM_LEVEL
+    )
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
 
 
 class BoundedDeflate(PerMessageDeflate):
@@ -154,13 +168,21 @@ class BoundedDeflate(PerMessageDeflate):
     ) -> Optional[bytes]:
         """``data`` compressed as one message, exactly as :meth:`frame_outbound`
         would; ``None`` if the compressor keeps its context between messages."""
+        bits = self.fresh_bits(client)
+        if bits is None:
+            return None
+        return deflate_message(data, bits)
+
+    def fresh_bits(self, client: bool) -> Optional[int]:
+        """The window our next message is compressed with, if it gets a
+        fresh context (see :func:`deflate_message`); else ``None``."""
         fresh = self.client_no_context_takeover if client else (
             self.server_no_context_takeover
         )
         if not fresh or self._compressor is not None:
             return None
-        compressor = self._new_compressor(client)
-        return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        bits = self.client_max_window_bits if client else self.server_max_window_bits
+        return min(bits, WINDOW_BITS)
 
     def inflate_whole(self, payload: bytes, client: bool) -> Optional[bytes]:
         """The message one compressed frame carries, or ``None`` when it must

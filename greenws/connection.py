@@ -597,6 +597,127 @@ class Base:
             if self._controls:
                 self._flush_controls()  # queued after the last fragment
 
+    # Broadcast (greenws.rooms): a sender fanning messages out to many
+    # connections must never wait for one of them, so it writes only what
+    # the kernel takes at once and leaves the rest, with the write lock, to
+    # a writer of that connection's own.  ``take`` is the messages to write,
+    # or a callable giving them that is called holding the write lock, so
+    # that whoever holds the lock writes them in the order they were queued.
+
+    def _write_nowait(
+        self, take: Any, raw: Any, flags: int, timeout: Optional[float] = None
+    ) -> Any:
+        """Write what ``take()`` gives, as far as the socket takes it at once.
+
+        ``raw.send(data, flags)`` must never block (a non-blocking socket on
+        the same file descriptor, or ``MSG_DONTWAIT``).  Returns True when
+        it all went out, False when the connection is gone, None when
+        nothing was done: the write lock is taken (``timeout``: waited for
+        that long).  Otherwise it returns a list of what is still to send
+        (with the control frames queued meanwhile, if any) and keeps the
+        write lock: the caller must hand both to :meth:`_write_rest`.
+        """
+        lock = self._write_lock
+        got = lock.acquire(False) if timeout is None else lock.acquire(timeout=timeout)
+        if not got:
+            return None
+        rest: Optional[List[Any]] = None
+        try:
+            if self._done:
+                return False
+            try:
+                pieces = self._frames(take() if callable(take) else take)
+                if not pieces:
+                    return True
+                data = pieces[0]
+                if type(data) is not bytes:
+                    rest = pieces  # large: the writer sends it
+                    return rest
+                try:
+                    sent = raw.send(data, flags)
+                except BlockingIOError:
+                    sent = 0
+            except LocalProtocolError:
+                return False
+            except (OSError, ValueError):
+                self._drop()
+                return False
+            except BaseException:
+                self._drop()
+                raise
+            if sent < len(data):
+                rest = [memoryview(data)[sent:], *pieces[1:]]
+            elif len(pieces) > 1 or self._controls:
+                # More pieces, or pongs waiting: they may take waiting.
+                rest = pieces[1:]
+            return True if rest is None else rest
+        finally:
+            if rest is None:
+                lock.release()
+
+    def _write_batch(self, take: Any) -> bool:
+        """Write what ``take()`` gives, waiting for the lock and the socket
+        (a member's writer); False if the connection is gone."""
+        self._write_lock.acquire()
+        try:
+            pieces = [] if self._done else self._frames(take())
+        except LocalProtocolError:
+            pieces = []
+        except BaseException:
+            self._write_lock.release()
+            raise
+        return self._write_rest(pieces)
+
+    def _frames(self, events: Any) -> List[Any]:
+        """The frames of ``events`` (write lock held), runs of small ones
+        joined so that they take one send."""
+        send = self._protocol.send
+        if len(events) == 1:
+            return [send(events[0])]
+        pieces: List[Any] = []
+        small: List[bytes] = []
+        for event in events:
+            data = send(event)
+            if type(data) is bytes:
+                small.append(data)
+                continue
+            if small:
+                pieces.append(b"".join(small))
+                small = []
+            pieces.append(data)
+        if small:
+            pieces.append(small[0] if len(small) == 1 else b"".join(small))
+        return pieces
+
+    def _write_rest(self, rest: List[Any]) -> bool:
+        """Send ``rest`` holding the write lock that :meth:`_write_nowait`
+        kept, then let go of it; False if the connection is gone."""
+        try:
+            if self._done:
+                return False
+            try:
+                for piece in rest:
+                    if type(piece) is tuple:
+                        for part in piece:
+                            _send_whole(self.sock, part)
+                    elif isinstance(piece, (bytes, memoryview)):
+                        _send_whole(self.sock, piece)
+                    else:
+                        self._send_fragments(piece)
+                if self._controls:
+                    self._send_controls()
+            except (OSError, ValueError):
+                self._drop()
+                return False
+            except BaseException:
+                self._drop()
+                raise
+            return True
+        finally:
+            self._write_lock.release()
+            if self._controls:
+                self._flush_controls()
+
     def _send_fragments(self, frames: Any) -> None:
         """Send a large message's fragments (write lock held), and between
         them the pings and pongs that came meanwhile."""

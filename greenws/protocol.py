@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union, overload
 
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
@@ -38,11 +38,12 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError
 
-from .compression import BoundedDeflate
+from .compression import BoundedDeflate, deflate_message
 from .smalldeque import SmallDeque
 
 __all__ = [
     "Protocol",
+    "Shared",
     "MESSAGE",
     "PING",
     "PONG",
@@ -165,9 +166,47 @@ class Protocol:
             if ext.enabled()
         ]
 
-    def send(self, event: Event) -> bytes:
-        """Serialise ``event``; raises ``LocalProtocolError`` once closing."""
-        return self._conn.send(event)
+    @overload
+    def send(self, event: Event) -> bytes: ...
+    @overload
+    def send(self, event: Shared) -> Wire: ...
+
+    def send(self, event: Union[Event, Shared]) -> Wire:
+        """Serialise ``event``; raises ``LocalProtocolError`` once closing.
+
+        A :class:`Shared` message gives the bytes it shares with every
+        connection that frames it the same way (see :meth:`send_shared`).
+        """
+        if type(event) is Shared:
+            return self.send_shared(event)
+        return self._conn.send(event)  # type: ignore[arg-type]
+
+    def send_shared(self, shared: Shared) -> Wire:
+        """The frame of a message going to many connections.
+
+        A server connection takes the frame built (and compressed) once for
+        every connection with the same permessage-deflate window, or none; a
+        client masks each frame with a key of its own, around the payload
+        compressed once.  Where this connection frames otherwise (an
+        extension keeping context between messages, wsproto mid-message, a
+        message over 1 MiB) it frames the message itself.
+        """
+        conn = self._conn
+        proto = conn._proto
+        if (
+            conn.state is ConnectionState.OPEN
+            and proto._outbound_opcode is None
+            and len(shared.payload) <= _FRAGMENT
+        ):
+            deflate = self._deflate
+            bits: Optional[int] = 0
+            if deflate is not None:
+                bits = deflate.fresh_bits(self._client)
+            elif proto.extensions:
+                bits = None
+            if bits is not None:
+                return shared.frame(bits, self._client)
+        return self.send_message(shared.message)
 
     def send_message(
         self, data: Union[str, Binary], text: Optional[bool] = None
@@ -535,6 +574,48 @@ class Protocol:
             )
         except AttributeError:  # another wsproto: stay on the slow path
             return False
+
+
+class Shared:
+    """One message for many connections: :meth:`Protocol.send` takes it.
+
+    Its frames are built on first use, once per permessage-deflate window
+    (0: uncompressed), and reused by every connection that needs that one
+    (:mod:`greenws.rooms`).  ``message`` is a ``str`` (text) or ``bytes``.
+    """
+
+    __slots__ = ("message", "payload", "_first", "_built")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        if isinstance(message, str):
+            self.payload: bytes = message.encode("utf-8")
+            self._first = 0x81
+        else:
+            self.payload = message
+            self._first = 0x82
+        # bits -> unmasked frame; -bits -> compressed payload
+        self._built: Dict[int, object] = {}
+
+    def frame(self, bits: int, masked: bool) -> Frame:
+        """The frame for a window of ``bits`` (0: no compression)."""
+        built = self._built
+        if not masked:
+            frame = built.get(bits)
+            if frame is None:
+                first = self._first | _RSV1 if bits else self._first
+                frame = built[bits] = _frame(first, self._squeezed(bits), False)
+            return frame  # type: ignore[return-value]
+        first = self._first | _RSV1 if bits else self._first
+        return _frame(first, self._squeezed(bits), True)
+
+    def _squeezed(self, bits: int) -> bytes:
+        if not bits:
+            return self.payload
+        squeezed = self._built.get(-bits)
+        if squeezed is None:
+            squeezed = self._built[-bits] = deflate_message(self.payload, bits)
+        return squeezed  # type: ignore[return-value]
 
 
 def _unmask_python(

@@ -69,9 +69,36 @@ def add(conn: Base) -> None:
         _start_closing(conn, stopping[0], stopping[1], None)
 
 
+# Called with each connection that is over (greenws.rooms: it leaves its
+# rooms); they must not block.
+_discard_hooks: List[Callable[[Base], None]] = []
+
+
 def discard(conn: Base) -> None:
     """Called by a connection when it is over."""
     _live.discard(conn)
+    for hook in _discard_hooks:
+        hook(conn)
+
+
+def on_discard(hook: Callable[[Base], None]) -> None:
+    """Call ``hook(conn)`` whenever a connection is over, from then on.
+
+    It runs in whatever thread or greenlet ends the connection, so it must
+    be quick and never block.  For state kept per connection elsewhere
+    (:mod:`greenws.rooms`), which a connection that closed must leave.
+    """
+    if hook not in _discard_hooks:
+        _discard_hooks.append(hook)
+
+
+def is_open(conn: Base) -> bool:
+    """Whether ``conn`` opened and is not over yet.
+
+    Read after adding ``conn`` to state that the hooks of
+    :func:`on_discard` clean up: if this says True, the hook will run.
+    """
+    return conn in _live
 
 
 def connections() -> List[Base]:

@@ -15,8 +15,11 @@
 import base64
 import hashlib
 import os
+import shutil
+import signal
 import socket as std_socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -511,7 +514,8 @@ def pick(pair, role):
 # ===========================================================================
 
 
-# ===========================================================================
+# ====================================================================
+
 # Section 2: real servers started once per test session.
 # ===========================================================================
 
@@ -559,3 +563,56 @@ def socks5_proxy():
     server = ProxyServer.socks5()
     yield server
     server.stop()
+# -- a real redis-server (greenws.Rooms across processes) ----------------------
+
+
+class RedisServer:
+    """``redis-server`` on 127.0.0.1 on a free port, no persistence.
+
+    The tests kill it, restart it on the same port, freeze and thaw it; it
+    is always stopped by its PID.
+    """
+
+    def __init__(self, binary):
+        from servers import free_port
+
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        from servers import wait_for_port
+
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc)
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a frozen one too
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(WAIT)
+
+    def freeze(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def redis_server():
+    """A fresh redis-server (``make test`` installs Debian's package)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip(
+            "redis-server is not installed (make redis: apt-get install redis-server)"
+        )
+    server = RedisServer(binary)
+    yield server
+    server.kill()

@@ -135,3 +135,47 @@ def test_chat_slow_reader_delays_nobody(server: str) -> None:
         finally:
             for ws in (alice, bob, slow):
                 ws.close()
+
+
+def test_rooms_chat_two_workers_share_a_redis(redis_server, monkeypatch) -> None:
+    """examples/rooms_chat.py: gunicorn -k gevent -w 2, rooms through a real
+    Redis; a message said on one worker reaches the room on the other."""
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/?room=lobby"
+    with serving([str(EXAMPLES / "rooms_chat.py"), "--port", str(port)], port) as proc:
+        by_worker: Dict[int, greenws.Client] = {}
+        extra = []
+        try:
+            for _ in range(40):
+                ws = greenws.Client.connect(url, open_timeout=10)
+                welcome = json.loads(ws.receive(timeout=10))
+                assert welcome["type"] == "welcome" and welcome["room"] == "lobby"
+                if welcome["worker"] in by_worker:
+                    extra.append(ws)
+                else:
+                    by_worker[welcome["worker"]] = ws
+                if len(by_worker) == 2:
+                    break
+            assert len(by_worker) == 2, "every connection went to one worker"
+            first, second = by_worker.values()
+            # Each worker subscribes in the background once it started.
+            deadline = time.monotonic() + 15
+            n = 0
+            while True:
+                n += 1
+                first.send(f"hello {n}")
+                event = json.loads(second.receive(timeout=0.5) or "{}")
+                if event.get("text", "").startswith("hello"):
+                    break
+                assert time.monotonic() < deadline, proc.output()
+            second.send("and back")
+            while (event := json.loads(first.receive(timeout=10) or "{}")).get(
+                "text", ""
+            ).startswith("hello"):
+                pass
+            assert event == {"type": "message", "room": "lobby", "text": "and back"}
+        finally:
+            for ws in [*by_worker.values(), *extra]:
+                ws.close()
+        assert proc.interrupt() == 0, proc.output()

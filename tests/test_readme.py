@@ -319,6 +319,8 @@ ONLY_ON = {
     "dropin": ["werkzeug", "gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent"],
     # Sets up logging for its whole process: served alone, by its test.
     "logging_setup": [],
+    # Two clients at once: not on gunicorn's single sync worker.
+    "rooms": [host for host in HOSTS if host != "gunicorn-sync"],
 }
 
 
@@ -338,6 +340,7 @@ def app_modules() -> Dict[str, str]:
         "dropin": example("dropin") + DROPIN_EPILOGUE,
         # Logging set up as the README says, for myapp.
         "logging_setup": example("logging_setup") + "\nfrom myapp import app\n",
+        "rooms": example("rooms"),
     }
 
 
@@ -406,6 +409,22 @@ def echo_round_trip(url: str, code: int = 1000, **options) -> None:
         ws.send(b"\x00\xff")
         assert ws.recv(timeout=10) == b"\x00\xff"
         ws.close(code)
+
+
+@runs("rooms")
+@pytest.mark.parametrize("served", ONLY_ON["rooms"], indirect=True)
+def test_rooms(host: ReadmeServer) -> None:
+    """Two clients in one room: each gets what the other says."""
+    url = host.url_of("rooms", "?readme")
+    with ws_connect(url, open_timeout=10) as bob:
+        bob.send("bob is in")
+        assert bob.recv(timeout=10) == "bob is in"  # so bob has joined
+        with ws_connect(url, open_timeout=10) as alice:
+            alice.send("hello")
+            assert alice.recv(timeout=10) == "hello"
+            assert bob.recv(timeout=10) == "hello"
+            bob.send(b"\x00bytes")
+            assert alice.recv(timeout=10) == b"\x00bytes"
 
 
 @runs("myapp")
