@@ -197,7 +197,13 @@ class HostedServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        return self.output()
+        output = self.output()
+        if not self._log.closed:
+            # Kept as text: an open log file would be left to the garbage
+            # collector (a ResourceWarning in whichever test runs then).
+            self._stopped_output = output
+            self._log.close()
+        return output
 
     def stop_and_check(self, bad_log: re.Pattern[str] = BAD_LOG) -> str:
         """Stop the server; fail if it logged an error (see :data:`BAD_LOG`)."""
@@ -206,6 +212,8 @@ class HostedServer:
         return output
 
     def output(self) -> str:
+        if self._log.closed:
+            return self._stopped_output
         self._log.flush()
         self._log.seek(0)
         return self._log.read().decode("utf-8", "replace")
