@@ -147,7 +147,8 @@ def command(name: str, port: int) -> List[str]:
     """The command line that starts server ``name`` on ``port``."""
     if name in _GUNICORN_APPS:
         tls = []
-        if BY_NAME[name].tls:
+        spec = BY_NAME.get(name)  # the fan-out servers are not in SERVERS
+        if spec is not None and spec.tls:
             cert, key = cert_files()
             tls = ["--certfile", cert, "--keyfile", key]
         return [
