@@ -221,18 +221,16 @@ class AioClient(AioBase):
         return transport, opened
 
 
-class _Tunneling(asyncio.Protocol):
-    """The transport's protocol while a proxy opens the tunnel (see
-    :class:`greenws.proxy.Tunnel`); ``opened`` is done once it is."""
+class _Opening(asyncio.Protocol):
+    """A transport's protocol until the connection is open: bytes in go to
+    :meth:`_receive`, whose ``ConnectionError`` fails ``opened`` (and aborts
+    the transport); a transport lost before then fails it with ``lost``."""
 
-    def __init__(self, exchange: Tunnel, opened: asyncio.Future[None]) -> None:
-        self.exchange = exchange
+    lost = "connection lost"
+
+    def __init__(self, opened: asyncio.Future[None]) -> None:
         self.opened = opened
         self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        transport.write(self.exchange.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         self._feed(data)
@@ -243,19 +241,37 @@ class _Tunneling(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         if not self.opened.done():
-            self.opened.set_exception(
-                ConnectionError(None, f"proxy connection lost: {exc}")
-            )
+            self.opened.set_exception(ConnectionError(None, f"{self.lost}: {exc}"))
 
     def _feed(self, data: bytes) -> None:
         if self.opened.done():  # pragma: no cover - nothing comes after
             return
         try:
-            done = self.exchange.receive_data(data)
+            self._receive(data)
         except ConnectionError as exc:
             self.opened.set_exception(exc)
             self.transport.abort()
-            return
+
+    def _receive(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class _Tunneling(_Opening):
+    """The transport's protocol while a proxy opens the tunnel (see
+    :class:`greenws.proxy.Tunnel`); ``opened`` is done once it is."""
+
+    lost = "proxy connection lost"
+
+    def __init__(self, exchange: Tunnel, opened: asyncio.Future[None]) -> None:
+        super().__init__(opened)
+        self.exchange = exchange
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(self.exchange.data_to_send())
+
+    def _receive(self, data: bytes) -> None:
+        done = self.exchange.receive_data(data)
         out = self.exchange.data_to_send()
         if out:
             self.transport.write(out)
@@ -263,7 +279,7 @@ class _Tunneling(asyncio.Protocol):
             self.opened.set_result(None)
 
 
-class _Handshaking(asyncio.Protocol):
+class _Handshaking(_Opening):
     """The transport's protocol during the opening handshake.
 
     Sends the request, feeds the response to the :class:`ClientHandshake`,
@@ -271,13 +287,14 @@ class _Handshaking(asyncio.Protocol):
     connection's driver (so that no frame can arrive in between).
     """
 
+    lost = "connection lost during the handshake"
+
     def __init__(
         self, ws: AioClient, handshake: ClientHandshake, opened: asyncio.Future[None]
     ) -> None:
+        super().__init__(opened)
         self.ws = ws
         self.handshake = handshake
-        self.opened = opened
-        self.transport: Any = None
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -291,30 +308,10 @@ class _Handshaking(asyncio.Protocol):
                 pass
         transport.write(self.handshake.request_bytes)
 
-    def data_received(self, data: bytes) -> None:
-        self._feed(data)
-
-    def eof_received(self) -> bool:
-        self._feed(b"")
-        return False
-
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(
-                ConnectionError(None, f"connection lost during the handshake: {exc}")
-            )
-
-    def _feed(self, data: bytes) -> None:
-        if self.opened.done():  # pragma: no cover - the transport is aborted
-            return
-        try:
-            result: Optional[Tuple[Any, Optional[str], bytes]] = (
-                self.handshake.receive_data(data)
-            )
-        except ConnectionError as exc:
-            self.opened.set_exception(exc)
-            self.transport.abort()
-            return
+    def _receive(self, data: bytes) -> None:
+        result: Optional[Tuple[Any, Optional[str], bytes]] = (
+            self.handshake.receive_data(data)
+        )
         if result is None:
             return
         conn, subprotocol, _ = result
