@@ -29,6 +29,7 @@ Connections that close leave every room by themselves
 
 from __future__ import annotations
 
+import _socket
 import collections
 import os
 import socket
@@ -116,12 +117,14 @@ def _raw_socket(ws: Base) -> Any:
     if getattr(sock, "pending", None) is not None:  # TLS: the SSL object writes
         return None, 0
     raw = sock
-    if not isinstance(raw, socket.socket):
-        # gevent keeps the real socket in _sock, eventlet in fd.
+    if not isinstance(raw, _socket.socket):
+        # gevent keeps the real socket in _sock, eventlet in fd.  Their own
+        # send() waits for room even with MSG_DONTWAIT, and monkey-patching
+        # makes them pass for socket.socket: only the C-level class is sure.
         raw = getattr(sock, "_sock", None)
-        if not isinstance(raw, socket.SocketType):
+        if not isinstance(raw, _socket.socket):
             raw = getattr(sock, "fd", None)
-            if not isinstance(raw, socket.SocketType):
+            if not isinstance(raw, _socket.socket):
                 return None, 0
     timeout = raw.gettimeout()
     if timeout == 0.0:

@@ -297,6 +297,26 @@ def test_import_greenws_does_not_import_redis():
     assert out.stdout.split() == ["False", "False"]
 
 
+@pytest.mark.parametrize("runtime", ["gevent", "eventlet"])
+def test_send_never_waits_for_a_full_socket_monkey_patched(runtime):
+    """Monkey-patched, the runtime's socket passes for socket.socket, and
+    its send() waits for room even with MSG_DONTWAIT: a member whose kernel
+    buffer is full must still never hold the sender."""
+    import subprocess
+    import sys
+
+    from servers import APPS
+
+    out = subprocess.run(
+        [sys.executable, str(APPS / "full_member.py"), runtime],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    seconds, members = out.stdout.split()
+    assert float(seconds) < 5.0
+    assert members == "0"  # dropped as too slow
+
+
 # -- on real hosting servers ------------------------------------------------------
 
 
