@@ -581,15 +581,9 @@ class Base:
                         _send_whole(self.sock, piece)
                 else:
                     self._send_fragments(data)
-            except LocalProtocolError:
-                return False
-            except (OSError, ValueError):
-                # The peer is gone (or the socket was closed under us).
-                self._drop()
-                return False
-            except BaseException:
-                # Interrupted (gevent/eventlet Timeout, kill, KeyboardInterrupt).
-                self._drop()
+            except BaseException as exc:
+                if self._write_failed(exc):
+                    return False
                 raise
             return True
         finally:
@@ -637,13 +631,9 @@ class Base:
                     sent = raw.send(data, flags)
                 except BlockingIOError:
                     sent = 0
-            except LocalProtocolError:
-                return False
-            except (OSError, ValueError):
-                self._drop()
-                return False
-            except BaseException:
-                self._drop()
+            except BaseException as exc:
+                if self._write_failed(exc):
+                    return False
                 raise
             if sent < len(data):
                 rest = [memoryview(data)[sent:], *pieces[1:]]
@@ -706,11 +696,9 @@ class Base:
                         self._send_fragments(piece)
                 if self._controls:
                     self._send_controls()
-            except (OSError, ValueError):
-                self._drop()
-                return False
-            except BaseException:
-                self._drop()
+            except BaseException as exc:
+                if self._write_failed(exc):
+                    return False
                 raise
             return True
         finally:
@@ -839,6 +827,20 @@ class Base:
                 except ValueError:
                     pass  # being sent
         return item[3] is not None and not self._done
+
+    def _write_failed(self, exc: BaseException) -> bool:
+        """Whether a write that raised ``exc`` (write lock held) just fails.
+
+        A message that cannot be framed (we are closing) fails with nothing
+        sent.  Otherwise part of a frame may be out, so the connection is
+        dropped: a peer that is gone (or a socket closed under us) only
+        fails the write, while an interruption (gevent/eventlet Timeout,
+        kill, KeyboardInterrupt) is for the caller to re-raise.
+        """
+        if isinstance(exc, LocalProtocolError):
+            return True
+        self._drop()
+        return isinstance(exc, (OSError, ValueError))
 
     def _drop(self) -> None:
         """End the connection now: a write failed or was cut short.
