@@ -40,13 +40,13 @@ from .session import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_QUEUE,
     OK_CODES,
+    Options,
     Session,
     State,
     check_close,
     check_ping,
     close_log_level,
     connection_state,
-    store_options,
 )
 
 __all__ = ["Base", "DEFAULT_CLOSE_TIMEOUT", "DEFAULT_MAX_QUEUE"]
@@ -115,7 +115,7 @@ def _send_whole(sock: Any, data: Any) -> None:
             sock.sendall(view[sent:])
 
 
-class Base:
+class Base(Options):
     """A WebSocket connection (the common part of Server and Client).
 
     Do not instantiate it directly: use :meth:`greenws.Server.accept` or
@@ -125,14 +125,6 @@ class Base:
     # Slots, not a __dict__: ten thousand connections in one worker each
     # save a kilobyte or two.  Subclasses without __slots__ still get a dict.
     __slots__ = (
-        "subprotocol",
-        "connected",
-        "receive_bytes",
-        "ping_interval",
-        "ping_timeout",
-        "max_message_size",
-        "close_timeout",
-        "max_queue",
         "preset",
         "thread_class",
         "event_class",
@@ -154,23 +146,6 @@ class Base:
         "_keepalive_thread",
         "__weakref__",
     )
-
-    #: The subprotocol agreed during the handshake, or ``None``.
-    subprotocol: Optional[str]
-    #: True from the handshake until the connection starts closing.
-    connected: bool
-    #: Size of each socket read (a larger frame is read in larger pieces).
-    receive_bytes: int
-    #: Seconds between keepalive pings, or ``None`` for none.
-    ping_interval: Optional[float]
-    #: Seconds a keepalive pong may take (default: ``ping_interval``).
-    ping_timeout: Optional[float]
-    #: Largest incoming message in bytes (larger: close 1009), or ``None``.
-    max_message_size: Optional[int]
-    #: Seconds the closing handshake may take.
-    close_timeout: float
-    #: Messages that may wait for ``receive()`` before reading pauses.
-    max_queue: Optional[int]
 
     _session: _Session
     # The reader thread (thread driver), keepalive's thread or greenlet.
@@ -206,8 +181,7 @@ class Base:
         ``preset`` and ``classes`` (``thread_class`` ...) are resolved by
         :func:`greenws.presets.resolve`; ``sock`` helps it detect the runtime.
         """
-        store_options(
-            self,
+        self._store_options(
             receive_bytes=receive_bytes,
             ping_interval=ping_interval,
             max_message_size=max_message_size,

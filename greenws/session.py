@@ -53,7 +53,7 @@ __all__ = [
     "check_close",
     "check_ping",
     "close_log_level",
-    "store_options",
+    "Options",
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_MAX_QUEUE",
     "KEEPALIVE_TIMEOUT",
@@ -111,34 +111,65 @@ def connection_state(opened: bool, closing: bool, done: bool) -> State:
     return State.OPEN if opened else State.CONNECTING
 
 
-def store_options(
-    conn: Any,
-    *,
-    receive_bytes: int,
-    ping_interval: Optional[float],
-    max_message_size: Optional[int],
-    ping_timeout: Optional[float],
-    close_timeout: Optional[float],
-    max_queue: Optional[int],
-) -> None:
-    """Validate the options every connection has and store them on ``conn``
-    (sync or asyncio), with their defaults: ``ping_timeout`` defaults to
-    ``ping_interval``, ``close_timeout`` to :data:`DEFAULT_CLOSE_TIMEOUT`.
-    """
-    if receive_bytes <= 0:
-        raise ValueError("receive_bytes must be a positive number of bytes")
-    if max_queue is not None and max_queue < 1:
-        raise ValueError("max_queue must be at least 1, or None for no limit")
-    conn.subprotocol = None
-    conn.connected = False
-    conn.receive_bytes = receive_bytes
-    conn.ping_interval = ping_interval
-    conn.ping_timeout = ping_timeout if ping_timeout is not None else ping_interval
-    conn.max_message_size = max_message_size
-    conn.close_timeout = (
-        DEFAULT_CLOSE_TIMEOUT if close_timeout is None else close_timeout
+class Options:
+    """The options every connection has (sync or asyncio), declared and
+    validated once: both connection classes inherit this."""
+
+    __slots__ = (
+        "subprotocol",
+        "connected",
+        "receive_bytes",
+        "ping_interval",
+        "ping_timeout",
+        "max_message_size",
+        "close_timeout",
+        "max_queue",
     )
-    conn.max_queue = max_queue
+
+    #: The subprotocol agreed during the handshake, or ``None``.
+    subprotocol: Optional[str]
+    #: True from the handshake until the connection starts closing.
+    connected: bool
+    #: Size of each socket read (a larger frame is read in larger pieces).
+    receive_bytes: int
+    #: Seconds between keepalive pings, or ``None`` for none.
+    ping_interval: Optional[float]
+    #: Seconds a keepalive pong may take (default: ``ping_interval``).
+    ping_timeout: Optional[float]
+    #: Largest incoming message in bytes (larger: close 1009), or ``None``.
+    max_message_size: Optional[int]
+    #: Seconds the closing handshake may take.
+    close_timeout: float
+    #: Messages that may wait for ``receive()`` before reading pauses.
+    max_queue: Optional[int]
+
+    def _store_options(
+        self,
+        *,
+        receive_bytes: int,
+        ping_interval: Optional[float],
+        max_message_size: Optional[int],
+        ping_timeout: Optional[float],
+        close_timeout: Optional[float],
+        max_queue: Optional[int],
+    ) -> None:
+        """Validate the options and store them, with their defaults:
+        ``ping_timeout`` defaults to ``ping_interval``, ``close_timeout`` to
+        :data:`DEFAULT_CLOSE_TIMEOUT`."""
+        if receive_bytes <= 0:
+            raise ValueError("receive_bytes must be a positive number of bytes")
+        if max_queue is not None and max_queue < 1:
+            raise ValueError("max_queue must be at least 1, or None for no limit")
+        self.subprotocol = None
+        self.connected = False
+        self.receive_bytes = receive_bytes
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout if ping_timeout is not None else ping_interval
+        self.max_message_size = max_message_size
+        self.close_timeout = (
+            DEFAULT_CLOSE_TIMEOUT if close_timeout is None else close_timeout
+        )
+        self.max_queue = max_queue
 
 
 def check_close(code: Any, message: Any) -> Tuple[int, Optional[str]]:

@@ -29,13 +29,13 @@ from ..session import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_QUEUE,
     OK_CODES,
+    Options,
     Session,
     State,
     check_close,
     check_ping,
     close_log_level,
     connection_state,
-    store_options,
 )
 
 __all__ = ["AioBase", "Driver", "DEFAULT_CLOSE_TIMEOUT", "DEFAULT_MAX_QUEUE"]
@@ -105,21 +105,13 @@ class Driver:
         """Once ``done``: wait until the driver's own tasks are over."""
 
 
-class AioBase:
+class AioBase(Options):
     """An asyncio WebSocket connection (the common part of AioServer and
     AioClient).  Create one with :meth:`greenws.AioServer.accept` or
     :meth:`greenws.AioClient.connect`.
     """
 
     __slots__ = (
-        "subprotocol",
-        "connected",
-        "receive_bytes",
-        "ping_interval",
-        "ping_timeout",
-        "max_message_size",
-        "close_timeout",
-        "max_queue",
         "local_address",
         "remote_address",
         "_session",
@@ -129,23 +121,6 @@ class AioBase:
         "_keepalive",
         "__weakref__",
     )
-
-    #: The subprotocol agreed during the handshake, or ``None``.
-    subprotocol: Optional[str]
-    #: True from the handshake until the connection starts closing.
-    connected: bool
-    #: Size of each socket read (a larger frame is read in larger pieces).
-    receive_bytes: int
-    #: Seconds between keepalive pings, or ``None`` for none.
-    ping_interval: Optional[float]
-    #: Seconds a keepalive pong may take (default: ``ping_interval``).
-    ping_timeout: Optional[float]
-    #: Largest incoming message in bytes (larger: close 1009), or ``None``.
-    max_message_size: Optional[int]
-    #: Seconds the closing handshake may take.
-    close_timeout: float
-    #: Messages that may wait for ``receive()`` before reading pauses.
-    max_queue: Optional[int]
 
     def _configure(
         self,
@@ -158,8 +133,7 @@ class AioBase:
         max_queue: Optional[int],
     ) -> None:
         """Validate and store the options both roles share."""
-        store_options(
-            self,
+        self._store_options(
             receive_bytes=receive_bytes,
             ping_interval=ping_interval,
             max_message_size=max_message_size,
