@@ -285,12 +285,14 @@ class Suite:
         per_process = 50 if quick else 1000
         reps = 2 if quick else 5
         timeout = 60.0
-        names = {"rooms": ("greenws-rooms", "greenws"),
+        names = {"floor": ("send() floor", report.REFERENCE),
+                 "rooms": ("greenws-rooms", "greenws"),
                  "broadcast": ("greenws-broadcast", "greenws"),
                  "loop": ("ws.send-loop", "ws.send loop")}
         header = False
-        for deflate in (False, True):
-            workload = f"fanout-{n}" + ("-deflate" if deflate else "")
+        for deflate, large in ((False, False), (True, False), (True, True)):
+            workload = (f"fanout-{n}" + ("-deflate" if deflate else "")
+                        + ("-large" if large else ""))
             modes = [m for m, (name, _) in names.items()
                      if self.wanted(f"{workload}/{name}")]
             if not modes:
@@ -299,7 +301,8 @@ class Suite:
                 print("\n== fan-out (gunicorn -k gevent) ==", flush=True)
                 header = True
             try:
-                for rep, got in enumerate(fanout.local(n, deflate, reps, timeout)):
+                runs = fanout.local(n, deflate, reps, timeout, large)
+                for rep, got in enumerate(runs):
                     for mode in modes:
                         name, lib = names[mode]
                         self.results.add(workload, name, lib, "gevent", "fanout_s",
@@ -314,7 +317,9 @@ class Suite:
             if not self.wanted(f"{workload}/python-socketio"):
                 continue
             try:
-                for rep, got in enumerate(fanout.socketio(n, deflate, reps, timeout)):
+                for rep, got in enumerate(
+                    fanout.socketio(n, deflate, reps, timeout, large)
+                ):
                     note = "" if got["deflate"] == 1 or not deflate else (
                         "deflate NOT negotiated")
                     for metric, key in (("fanout_s", "emit_s"),

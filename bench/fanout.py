@@ -5,10 +5,13 @@ The members are raw connections of :class:`bench.many.Many` to
 ``/trigger`` tells the server what to send, and the time runs from that
 command until the last member has the whole message.
 
-* ``fanout-N[-deflate]``: N members in one worker; ``greenws-rooms``
-  (``Rooms.send``), ``greenws-broadcast`` (``greenws.broadcast``) and
-  ``ws.send-loop`` (a plain loop of ``ws.send()``), with permessage-deflate
-  negotiated by every member or by none; also the worker's CPU per fan-out.
+* ``fanout-N[-deflate][-large]``: N members in one worker; ``greenws-rooms``
+  (``Rooms.send``), ``greenws-broadcast`` (``greenws.broadcast``),
+  ``ws.send-loop`` (a plain loop of ``ws.send()``) and ``send() floor`` (a
+  bare loop of socket sends: what no fan-out can beat), with
+  permessage-deflate negotiated by every member or by none; also the
+  worker's CPU per fan-out.  The message is a ~600-byte update, or with
+  ``-large`` a ~7 KiB snapshot.
 * ``fanout-redis-MxP``: two gunicorn processes sharing a Redis, M members
   each; one ``Rooms.send`` on the first: ``greenws-rooms-redis`` is the time
   until the last member of both has it, ``local fan-out`` until the last
@@ -31,12 +34,18 @@ from typing import Dict, Iterator, List, Optional
 
 import greenws
 
-from .fanoutapp import PAYLOAD
+from .fanoutapp import LARGE_PAYLOAD, PAYLOAD
 from .many import Many, _Conn
 from .rawclient import BenchError, frame, parse_frame
 from .servers import FANOUT, SIO_FANOUT, Running, free_port
 
 _PAYLOAD = PAYLOAD.encode()
+#: The ways :func:`local` fans out, interleaved in each repetition.
+MODES = ("floor", "rooms", "broadcast", "loop")
+
+
+def _env(large: bool) -> Optional[Dict[str, str]]:
+    return {"FANOUT_LARGE": "1"} if large else None
 
 
 def _trigger(port: int) -> greenws.Client:
@@ -83,44 +92,63 @@ class _Reader:
         """Read until every member has ``count`` more messages; per group,
         the seconds from ``t0`` until its last member had them.
 
-        Python reading thousands of sockets is slow next to the server, so
-        one member in :data:`_CHECK` is parsed and checked; every member gets
-        the same bytes (members negotiated the same parameters), so for the
-        others counting bytes is enough.
+        The reader must cost less than the server it measures, so it only
+        counts bytes, into one scratch buffer: one member in :data:`_CHECK`
+        is parsed and checked, and every member gets the same bytes (they
+        negotiated the same parameters), so one checked frame gives the size
+        the others must receive.
         """
-        owner, by_fd = self.owner, self.by_fd
-        need = dict.fromkeys(by_fd, 0)
+        owner, by_fd, check = self.owner, self.by_fd, self.check
+        pending = set(by_fd)
+        left: Dict[int, int] = {}  # fd -> bytes still to come, once known
         frame = 0  # the size of one message's frame, once known
+        scratch = bytearray(262144)
+        view = memoryview(scratch)
         last = [0.0] * len(self.groups)
+        clock = time.perf_counter
+        # Polled without sleeping: a reader asleep in epoll_wait has the
+        # server's every send() wake it across cores, a cost the server pays
+        # on loopback and never on a network.
+        poll = self.ep.poll
         deadline = time.monotonic() + timeout
-        while need:
+        while pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise BenchError(f"{len(need)} members still waiting")
-            for fd, _mask in self.ep.poll(min(remaining, 1.0)):
-                if fd not in need:
+                raise BenchError(f"{len(pending)} members still waiting")
+            for fd, _mask in poll(0):
+                if fd not in pending:
                     continue  # more than was sent: caught below next round
-                buf = by_fd[fd].buf
                 try:
-                    buf += by_fd[fd].sock.recv(262144)
+                    n = by_fd[fd].sock.recv_into(scratch)
                 except BlockingIOError:
                     continue
-                if not need[fd]:
-                    if frame and fd % self.check:
-                        need[fd] = frame * count
-                    else:
-                        end = _check(buf, self.expected)
-                        if not end:
-                            continue
-                        frame = end
-                        need[fd] = end * count
-                if len(buf) >= need[fd]:
-                    if len(buf) > need[fd]:
-                        raise BenchError("more bytes than were sent")
+                if not n:
+                    raise BenchError("the server closed a member")
+                rest = left.get(fd)
+                if rest is not None:
+                    rest -= n
+                elif frame and fd % check:
+                    rest = frame * count - n
+                else:
+                    buf = by_fd[fd].buf
+                    buf += view[:n]
+                    end = _check(buf, self.expected)
+                    if not end:
+                        continue
+                    frame = end
+                    rest = end * count - len(buf)
                     buf.clear()
-                    del need[fd]
-                    g = owner[fd]
-                    last[g] = max(last[g], time.perf_counter() - t0)
+                if rest > 0:
+                    left[fd] = rest
+                    continue
+                if rest < 0:
+                    raise BenchError("more bytes than were sent")
+                pending.discard(fd)
+                left.pop(fd, None)
+                g = owner[fd]
+                done = clock() - t0
+                if done > last[g]:
+                    last[g] = done
         return last
 
 
@@ -150,8 +178,11 @@ def _check(buf: bytearray, expected: bytes) -> int:
 _CHECK = 32
 
 
-#: What a socket.io member gets for ``emit("update", PAYLOAD)``.
-_SIO_MESSAGE = b"42" + json.dumps(["update", PAYLOAD], separators=(",", ":")).encode()
+def _sio_message(payload: str) -> bytes:
+    """What a socket.io member gets for ``emit("update", payload)``."""
+    return b"42" + json.dumps(["update", payload], separators=(",", ":")).encode()
+
+
 _SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 
 
@@ -184,10 +215,10 @@ def _sio_join(conns: List[_Conn], timeout: float) -> None:
             sock.setblocking(False)
 
 
-def socketio(n: int, deflate: bool, reps: int, timeout: float
+def socketio(n: int, deflate: bool, reps: int, timeout: float, large: bool = False
              ) -> Iterator[Dict[str, float]]:
     """python-socketio's emit(to=room): ``emit_s`` and ``emit_cpu_ms``."""
-    with Running(SIO_FANOUT) as server:
+    with Running(SIO_FANOUT, _env(large)) as server:
         members = Many(server.port, n, deflate, path=_SIO_PATH)
         trigger = None
         try:
@@ -196,7 +227,8 @@ def socketio(n: int, deflate: bool, reps: int, timeout: float
             negotiated = members.negotiated
             trigger = _trigger(server.port)
             _wait_members(trigger, n, timeout)
-            reader = _Reader([members.conns], _SIO_MESSAGE, same_bytes=not deflate)
+            message = _sio_message(LARGE_PAYLOAD if large else PAYLOAD)
+            reader = _Reader([members.conns], message, same_bytes=not deflate)
             try:
                 trigger.send("emit 1")  # warm-up, untimed
                 reader.collect(1, time.perf_counter(), timeout)
@@ -220,11 +252,12 @@ def socketio(n: int, deflate: bool, reps: int, timeout: float
 
 
 def local(
-    n: int, deflate: bool, reps: int, timeout: float
+    n: int, deflate: bool, reps: int, timeout: float, large: bool = False
 ) -> Iterator[Dict[str, float]]:
     """Yield one result per repetition: ``{mode}_s`` and ``{mode}_cpu_ms``
-    for each of rooms, broadcast and loop (interleaved)."""
-    with Running(FANOUT) as server:
+    for each of :data:`MODES` (interleaved); ``large``: the message is
+    :data:`LARGE_PAYLOAD`."""
+    with Running(FANOUT, _env(large)) as server:
         members = Many(server.port, n, deflate, path="/member")
         trigger = None
         try:
@@ -233,15 +266,16 @@ def local(
                 raise BenchError("deflate not negotiated")
             trigger = _trigger(server.port)
             _wait_members(trigger, n, timeout)
-            reader = _Reader([members.conns])
+            expected = (LARGE_PAYLOAD if large else PAYLOAD).encode()
+            reader = _Reader([members.conns], expected)
             try:
-                for mode in ("rooms", "broadcast", "loop"):  # warm-up, untimed
+                for mode in MODES:  # warm-up, untimed
                     trigger.send(f"{mode} 1")
                     reader.collect(1, time.perf_counter(), timeout)
                     trigger.receive(timeout=timeout)
                 for _ in range(reps):
                     got: Dict[str, float] = {}
-                    for mode in ("rooms", "broadcast", "loop"):
+                    for mode in MODES:
                         cpu0 = server.cpu()
                         t0 = time.perf_counter()
                         trigger.send(f"{mode} 1")

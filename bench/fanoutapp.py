@@ -6,9 +6,14 @@ answered once the server has done it (not when the members have it):
 
 * ``count``: the number of members in this process;
 * ``rooms N`` / ``broadcast N`` / ``loop N``: send N times one message of
-  :data:`PAYLOAD` to every member, with ``Rooms.send`` (locally and, with
-  ``$FANOUT_REDIS``, to the other processes through Redis),
-  ``greenws.broadcast``, or a plain ``ws.send()`` loop over the members.
+  :data:`PAYLOAD` (:data:`LARGE_PAYLOAD` with ``$FANOUT_LARGE``) to every
+  member, with ``Rooms.send`` (locally and, with ``$FANOUT_REDIS``, to the
+  other processes through Redis), ``greenws.broadcast``, or a plain
+  ``ws.send()`` loop over the members;
+* ``floor N``: the least any fan-out costs, the reference: one
+  non-blocking ``send()`` per member of a frame built beforehand, with
+  nothing checked or locked (right only while the members are idle, as
+  in the bench).
 """
 
 from __future__ import annotations
@@ -17,13 +22,31 @@ import os
 
 from .apps import raise_nofile  # noqa: F401 - raises the fd limit
 
+
+def _update(items: int) -> str:
+    """JSON-like text of ``items`` sensor readings."""
+    return '{"type": "update", "values": [' + ", ".join(
+        f'{{"id": {i}, "name": "sensor-{i}", "value": {i * 7 % 101}}}'
+        for i in range(items)
+    ) + "]}"
+
+
 #: One dashboard-sized update: ~600 bytes of JSON-like text.
-PAYLOAD = ('{"type": "update", "values": [' + ", ".join(
-    f'{{"id": {i}, "name": "sensor-{i}", "value": {i * 7 % 101}}}' for i in range(12)
-) + "]}")
+PAYLOAD = _update(12)
+#: A state snapshot: ~7.3 KiB (1.2 KiB compressed).
+LARGE_PAYLOAD = _update(160)
+
+
+
+def message() -> str:
+    """The message this server fans out."""
+    return LARGE_PAYLOAD if os.environ.get("FANOUT_LARGE") else PAYLOAD
+
 
 _rooms = None
 _members: list = []
+# member -> (its raw socket's send, flags, its window): the floor's targets
+_floor: dict = {}
 
 
 def _get_rooms():
@@ -37,18 +60,24 @@ def _get_rooms():
 
 def app(environ, start_response):
     import greenws
+    from greenws.protocol import Shared
+    from greenws.rooms import _raw_socket
 
     rooms = _get_rooms()
+    payload = message()
     ws = greenws.Server.accept(environ, max_message_size=None)
     try:
         if environ.get("PATH_INFO") == "/member":
             rooms.join(ws, "all")
             _members.append(ws)
+            raw, flags = _raw_socket(ws)
+            _floor[ws] = (raw.send, flags, ws._protocol.shared_bits())
             try:
                 while ws.receive() is not None:
                     pass
             finally:
                 _members.remove(ws)
+                _floor.pop(ws, None)
         else:
             while True:
                 command = ws.receive()
@@ -58,13 +87,19 @@ def app(environ, start_response):
                     continue
                 for _ in range(int(count or 1)):
                     if verb == "rooms":
-                        rooms.send("all", PAYLOAD)
+                        rooms.send("all", payload)
                     elif verb == "broadcast":
-                        greenws.broadcast(_members, PAYLOAD)
+                        greenws.broadcast(_members, payload)
+                    elif verb == "floor":
+                        shared = Shared(payload)
+                        frames = {bits: shared.frame(bits, False)
+                                  for _, _, bits in _floor.values()}
+                        for send, flags, bits in list(_floor.values()):
+                            send(frames[bits], flags)
                     else:
                         for member in list(_members):
                             try:
-                                member.send(PAYLOAD)
+                                member.send(payload)
                             except greenws.ConnectionClosed:
                                 pass
                 ws.send("done")
@@ -98,6 +133,8 @@ def _build_sio():
     def connect(sid, environ):
         sio.enter_room(sid, "all")
 
+    payload = message()
+
     def trigger(environ, start_response):
         ws = greenws.Server.accept(environ)
         try:
@@ -108,7 +145,7 @@ def _build_sio():
                     ws.send(str(sum(1 for _ in members)))
                     continue
                 for _ in range(int(count or 1)):
-                    sio.emit("update", PAYLOAD, to="all")
+                    sio.emit("update", payload, to="all")
                 ws.send("done")
         except greenws.ConnectionClosed:
             pass

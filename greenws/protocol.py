@@ -191,22 +191,32 @@ class Protocol:
         extension keeping context between messages, wsproto mid-message, a
         message over 1 MiB) it frames the message itself.
         """
-        conn = self._conn
-        proto = conn._proto
-        if (
-            conn.state is ConnectionState.OPEN
-            and proto._outbound_opcode is None
-            and len(shared.payload) <= _FRAGMENT
-        ):
-            deflate = self._deflate
-            bits: Optional[int] = 0
-            if deflate is not None:
-                bits = deflate.fresh_bits(self._client)
-            elif proto.extensions:
-                bits = None
+        if shared.single:
+            bits = self.shared_bits()
             if bits is not None:
                 return shared.frame(bits, self._client)
         return self.send_message(shared.message)
+
+    def shared_bits(self) -> Optional[int]:
+        """The permessage-deflate window (0: none) a :class:`Shared` message
+        is framed with here, or ``None`` where this connection must frame it
+        itself: an extension keeping context between messages, another
+        extension, wsproto mid-message, or closing.
+
+        Between messages (the write lock free) it stays the same for the
+        connection's open life: fresh-context compression never keeps a
+        compressor, so :mod:`greenws.rooms` asks once per member.
+        """
+        conn = self._conn
+        if (
+            conn.state is not ConnectionState.OPEN
+            or conn._proto._outbound_opcode is not None
+        ):
+            return None
+        deflate = self._deflate
+        if deflate is not None:
+            return deflate.fresh_bits(self._client)
+        return None if conn._proto.extensions else 0
 
     def send_message(
         self, data: Union[str, Binary], text: Optional[bool] = None
@@ -584,7 +594,7 @@ class Shared:
     (:mod:`greenws.rooms`).  ``message`` is a ``str`` (text) or ``bytes``.
     """
 
-    __slots__ = ("message", "payload", "_first", "_built")
+    __slots__ = ("message", "payload", "single", "_first", "_built")
 
     def __init__(self, message: Message) -> None:
         self.message = message
@@ -594,6 +604,8 @@ class Shared:
         else:
             self.payload = message
             self._first = 0x82
+        #: Whether it goes in one frame (not over 1 MiB, see _fragments).
+        self.single = len(self.payload) <= _FRAGMENT
         # bits -> unmasked frame; -bits -> compressed payload
         self._built: Dict[int, object] = {}
 

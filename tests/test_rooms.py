@@ -167,6 +167,56 @@ def test_encoded_once_per_deflate_window(harness, monkeypatch):
     assert inflated == text.encode()
 
 
+def test_frames_the_socket_took_in_part_are_finished_in_order(harness, monkeypatch):
+    """A member's socket takes part of a frame: the rest, and what is sent
+    after it, go out through the member's writer; the peer gets each message
+    whole and in order, and the sender never waited."""
+    rt = harness.rt
+    handed = []
+    real = rooms_module._start_writer
+    monkeypatch.setattr(
+        rooms_module, "_start_writer",
+        lambda member, rest, **kw: (handed.append(rest), real(member, rest, **kw)),
+    )
+    member, peer = harness.raw_client()
+    member.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    rooms = greenws.Rooms(max_pending=1000)
+    rooms.join(member, "r")
+    want = [b"%04d" % i + os.urandom(50 * 1024) for i in range(40)]
+    start = time.monotonic()
+    for data in want:
+        rooms.send("r", data)
+    assert time.monotonic() - start < WAIT / 2
+    assert handed and isinstance(handed[0][0], memoryview), "no frame was cut"
+    for data in want:
+        fin, rsv1, opcode, payload = peer.read_frame()
+        assert (fin, rsv1, opcode) == (True, False, 2)
+        assert payload == data
+    state = rooms_module._members[member]
+    assert rt.wait_until(lambda: not state.writers and not state.pending)
+    assert member.connected
+
+
+def test_member_whose_peer_vanished_is_dropped_quietly(harness):
+    """A member's peer resets the connection: sending to the room raises
+    nothing, the member's connection ends (1006) and leaves the room, and
+    the other members get every message."""
+    rt = harness.rt
+    rooms = greenws.Rooms()
+    server, client = harness.pair()
+    gone, peer = harness.raw_client()
+    rooms.join(server, "r")
+    rooms.join(gone, "r")
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+    peer.sock.close()
+    for i in range(20):
+        rooms.send("r", f"m{i}")
+        rt.sleep(0.001)
+    assert rt.wait_until(lambda: not gone.connected and gone not in rooms.members("r"))
+    assert gone.close_reason == 1006
+    assert [client.receive(WAIT) for _ in range(20)] == [f"m{i}" for i in range(20)]
+
+
 def _fast_reader(peer, count, out):
     for _ in range(count):
         out.append(peer.receive(WAIT))
