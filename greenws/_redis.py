@@ -41,6 +41,10 @@ _READ = 65536
 Reply = Union[bytes, int, List[Any], "RedisReplyError", None]
 
 
+def _nothing() -> None:
+    pass
+
+
 class RedisReplyError(Exception):
     """An error reply (``-ERR ...``) from Redis."""
 
@@ -218,36 +222,68 @@ class RedisLink:
 
     # -- publishing -----------------------------------------------------------
 
-    def publish(self, payload: bytes) -> None:
+    def publish(self, payload: bytes, meanwhile: Callable[[], Any] = _nothing) -> None:
         """PUBLISH ``payload``; BroadcastError if Redis does not take it
-        within ``timeout`` (at once while the link is known to be down)."""
+        within ``timeout`` (at once while the link is known to be down).
+
+        ``meanwhile()`` (this process's own fan-out) runs exactly once, even
+        when this raises: as soon as the command is on its way, before the
+        wait for Redis's answer, so that the other processes fan the message
+        out while this one does; first, if sending must wait (the link down
+        or connecting, or another publish waiting for its answer), so that
+        the members here never wait for Redis.
+        """
         from .rooms import BroadcastError
 
+        ran = False
+
+        def local() -> None:
+            nonlocal ran
+            if not ran:
+                ran = True
+                meanwhile()
+
         deadline = time.monotonic() + self.timeout
-        if not self.connected:
-            self._tried.wait(self.timeout)
-            if not self.connected:
-                raise BroadcastError(
-                    f"not connected to Redis at {self.host}:{self.port}"
-                )
-        if not self._pub_lock.acquire(timeout=max(deadline - time.monotonic(), 0)):
-            raise BroadcastError("timed out waiting for the Redis publisher")
         try:
-            conn = self._pub
-            if conn is None:
-                conn = self._pub = self._open(deadline)
-            conn.sock.sendall(command(b"PUBLISH", self.channel, payload))
-            conn.read(deadline - time.monotonic())
-        except (OSError, ValueError, RedisReplyError, _Silent) as exc:
-            if self._pub is not None:
-                self._pub.close()
-                self._pub = None
-            raise BroadcastError(
-                f"Redis at {self.host}:{self.port} did not take the message: "
-                f"{type(exc).__name__} {exc}".rstrip()
-            ) from None
+            if not self.connected:
+                local()
+                self._tried.wait(self.timeout)
+                if not self.connected:
+                    raise BroadcastError(
+                        f"not connected to Redis at {self.host}:{self.port}"
+                    )
+            lock = self._pub_lock
+            if not lock.acquire(False):
+                local()
+                if not lock.acquire(timeout=max(deadline - time.monotonic(), 0)):
+                    raise BroadcastError("timed out waiting for the Redis publisher")
+            try:
+                conn = self._pub
+                if conn is None:
+                    local()
+                    conn = self._pub = self._open(deadline)
+                conn.sock.sendall(command(b"PUBLISH", self.channel, payload))
+                local()
+                conn.read(deadline - time.monotonic())
+            except (OSError, ValueError, RedisReplyError, _Silent) as exc:
+                self._close_publisher()
+                raise BroadcastError(
+                    f"Redis at {self.host}:{self.port} did not take the message: "
+                    f"{type(exc).__name__} {exc}".rstrip()
+                ) from None
+            except BaseException:
+                self._close_publisher()  # its answer may still come: unpaired
+                raise
+            finally:
+                lock.release()
         finally:
-            self._pub_lock.release()
+            local()
+
+    def _close_publisher(self) -> None:
+        """Close the publisher's connection (the publish lock held)."""
+        if self._pub is not None:
+            self._pub.close()
+            self._pub = None
 
     # -- the subscription -------------------------------------------------------
 
@@ -359,9 +395,7 @@ class RedisLink:
         """The publisher's connection may be as dead as the subscriber's."""
         if self._pub_lock.acquire(False):
             try:
-                if self._pub is not None:
-                    self._pub.close()
-                    self._pub = None
+                self._close_publisher()
             finally:
                 self._pub_lock.release()
 

@@ -602,19 +602,30 @@ class Rooms:
         """Send ``message`` to every member of ``room``, in every process.
 
         The members in this process get it at once (never waiting for one of
-        them); then it goes through Redis to the others.  Raises
-        :class:`BroadcastError` if Redis cannot take it within ``timeout``.
+        them, nor for Redis), while it goes through Redis to the others.
+        Raises :class:`BroadcastError` if Redis cannot take it within
+        ``timeout`` (the members here got it all the same).
         """
         if not isinstance(room, str):
             raise TypeError(f"room names are str, not {type(room).__name__}")
         data = _message(message)
-        shared = Shared(data)
         with _lock:
             members = list(self._rooms.get(room, ()))
-        _fan_out(members, shared, self.max_pending)
+        self._send(members, data, room, 0)
+
+    def _send(self, members: List[Base], data: Union[str, bytes], room: str,
+              flags: int) -> None:
+        """Fan out here and, through Redis, everywhere else at the same
+        time (the message leaves for Redis first, see RedisLink.publish)."""
+        shared = Shared(data)
         link = self._redis()
-        if link is not None:
-            link.publish(self._pack(room, data, 0))
+        if link is None:
+            _fan_out(members, shared, self.max_pending)
+        else:
+            link.publish(
+                self._pack(room, data, flags),
+                lambda: _fan_out(members, shared, self.max_pending),
+            )
 
     def send_all(self, message: Any) -> None:
         """Send ``message`` to every connection in any room, everywhere,
@@ -622,10 +633,7 @@ class Rooms:
         data = _message(message)
         with _lock:
             members = list(self._joined)
-        _fan_out(members, Shared(data), self.max_pending)
-        link = self._redis()
-        if link is not None:
-            link.publish(self._pack("", data, _ALL))
+        self._send(members, data, "", _ALL)
 
     def close(self) -> None:
         """Drop the Redis link (members stay connected and in their rooms)."""

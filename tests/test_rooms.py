@@ -547,6 +547,73 @@ def test_redis_frozen_is_noticed_within_two_intervals(harness, redis_server):
         rooms.close()
 
 
+class _Recording:
+    """A socket whose sendall() is noted in ``events`` first."""
+
+    def __init__(self, sock, events):
+        self._sock, self._events = sock, events
+
+    def sendall(self, data):
+        self._events.append("publish")
+        return self._sock.sendall(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def test_the_message_leaves_for_redis_before_the_local_fan_out(
+    harness, redis_server, monkeypatch
+):
+    """So that the other processes fan it out while this one does (its
+    answer is awaited after)."""
+    rt = harness.rt
+    rooms = _redis_rooms(rt, redis_server.url)
+    try:
+        assert rt.wait_until(lambda: rooms.connected)
+        (member,) = _members(harness, rooms, 1)
+        rooms.send("r", "warm")  # the publisher's connection is open now
+        assert member.receive(WAIT) == "warm"
+        events = []
+        link = rooms._link
+        link._pub.sock = _Recording(link._pub.sock, events)
+        real = rooms_module._fan_out
+        monkeypatch.setattr(
+            rooms_module, "_fan_out",
+            lambda *args: (events.append("local"), real(*args))[1],
+        )
+        rooms.send("r", "hello")
+        assert events == ["publish", "local"]
+        assert member.receive(WAIT) == "hello"
+    finally:
+        rooms.close()
+
+
+@pytest.mark.parametrize("rt", ["gevent", "threading"], indirect=True)
+def test_members_here_never_wait_for_redis(harness, redis_server):
+    """Redis frozen: while one send waits for Redis's answer (holding the
+    publisher), the members here get that message and the next sender's at
+    once; both sends then raise BroadcastError."""
+    rt = harness.rt
+    rooms = _redis_rooms(rt, redis_server.url, timeout=3.0, health_check_interval=5.0)
+    try:
+        assert rt.wait_until(lambda: rooms.connected)
+        (member,) = _members(harness, rooms, 1)
+        rooms.send("r", "warm")
+        assert member.receive(WAIT) == "warm"
+        redis_server.freeze()
+        first = rt.spawn(rooms.send, "r", "first")
+        assert member.receive(2.0) == "first"
+        second = rt.spawn(rooms.send, "r", "second")
+        assert member.receive(2.0) == "second"
+        assert not first.ready() and not second.ready()
+        for task in (first, second):
+            with pytest.raises(greenws.BroadcastError):
+                task.get()
+    finally:
+        redis_server.thaw()
+        rooms.close()
+
+
 @pytest.mark.parametrize("rt", ["eventlet", "threading"], indirect=True)
 def test_redis_that_never_answers(harness):
     """A port that accepts TCP and never answers: never connected, send
