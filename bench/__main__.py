@@ -290,9 +290,10 @@ class Suite:
                  "broadcast": ("greenws-broadcast", "greenws"),
                  "loop": ("ws.send-loop", "ws.send loop")}
         header = False
-        for deflate, large in ((False, False), (True, False), (True, True)):
+        for deflate, large, tls in ((False, False, False), (True, False, False),
+                                    (True, True, False), (True, False, True)):
             workload = (f"fanout-{n}" + ("-deflate" if deflate else "")
-                        + ("-large" if large else ""))
+                        + ("-large" if large else "") + ("-tls" if tls else ""))
             modes = [m for m, (name, _) in names.items()
                      if self.wanted(f"{workload}/{name}")]
             if not modes:
@@ -301,7 +302,7 @@ class Suite:
                 print("\n== fan-out (gunicorn -k gevent) ==", flush=True)
                 header = True
             try:
-                runs = fanout.local(n, deflate, reps, timeout, large)
+                runs = fanout.local(n, deflate, reps, timeout, large, tls)
                 for rep, got in enumerate(runs):
                     for mode in modes:
                         name, lib = names[mode]
@@ -314,7 +315,7 @@ class Suite:
                               f"{got[f'{mode}_cpu_ms']:7.1f} CPU ms", flush=True)
             except Exception as exc:  # noqa: BLE001
                 self._record_error(f"{workload}/greenws-rooms", FANOUT, "fanout_s", exc)
-            if not self.wanted(f"{workload}/python-socketio"):
+            if tls or not self.wanted(f"{workload}/python-socketio"):
                 continue
             try:
                 for rep, got in enumerate(

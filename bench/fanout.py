@@ -5,7 +5,8 @@ The members are raw connections of :class:`bench.many.Many` to
 ``/trigger`` tells the server what to send, and the time runs from that
 command until the last member has the whole message.
 
-* ``fanout-N[-deflate][-large]``: N members in one worker; ``greenws-rooms``
+* ``fanout-N[-deflate][-large|-tls]``: N members in one worker (``-tls``:
+  over TLS, gunicorn ``--certfile``); ``greenws-rooms``
   (``Rooms.send``), ``greenws-broadcast`` (``greenws.broadcast``),
   ``ws.send-loop`` (a plain loop of ``ws.send()``) and ``send() floor`` (a
   bare loop of socket sends: what no fan-out can beat), with
@@ -27,6 +28,7 @@ import json
 import select
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import zlib
@@ -37,7 +39,7 @@ import greenws
 from .fanoutapp import LARGE_PAYLOAD, PAYLOAD
 from .many import Many, _Conn
 from .rawclient import BenchError, frame, parse_frame
-from .servers import FANOUT, SIO_FANOUT, Running, free_port
+from .servers import FANOUT, FANOUT_TLS, SIO_FANOUT, Running, free_port
 
 _PAYLOAD = PAYLOAD.encode()
 #: The ways :func:`local` fans out, interleaved in each repetition.
@@ -48,9 +50,15 @@ def _env(large: bool) -> Optional[Dict[str, str]]:
     return {"FANOUT_LARGE": "1"} if large else None
 
 
-def _trigger(port: int) -> greenws.Client:
-    return greenws.Client.connect(f"ws://127.0.0.1:{port}/trigger", compression=False,
-                                  open_timeout=30)
+def _trigger(port: int, tls: bool = False) -> greenws.Client:
+    if not tls:
+        return greenws.Client.connect(f"ws://127.0.0.1:{port}/trigger",
+                                      compression=False, open_timeout=30)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the bench's own certificate
+    return greenws.Client.connect(f"wss://127.0.0.1:{port}/trigger", compression=False,
+                                  open_timeout=30, ssl_context=context)
 
 
 def _wait_members(trigger: greenws.Client, n: int, timeout: float) -> None:
@@ -77,6 +85,7 @@ class _Reader:
         self.check = _CHECK if same_bytes else 1
         self.ep = select.epoll()
         self.groups = groups
+        self.tls = any(isinstance(c.sock, ssl.SSLSocket) for g in groups for c in g)
         self.owner: Dict[int, int] = {}
         self.by_fd: Dict[int, _Conn] = {}
         for g, conns in enumerate(groups):
@@ -118,9 +127,12 @@ class _Reader:
             for fd, _mask in poll(0):
                 if fd not in pending:
                     continue  # more than was sent: caught below next round
+                sock = by_fd[fd].sock
                 try:
-                    n = by_fd[fd].sock.recv_into(scratch)
-                except BlockingIOError:
+                    n = sock.recv_into(scratch)
+                    while self.tls and n < len(scratch) and sock.pending():
+                        n += sock.recv_into(view[n:])  # decrypted, not signalled
+                except (BlockingIOError, ssl.SSLWantReadError):
                     continue
                 if not n:
                     raise BenchError("the server closed a member")
@@ -252,19 +264,20 @@ def socketio(n: int, deflate: bool, reps: int, timeout: float, large: bool = Fal
 
 
 def local(
-    n: int, deflate: bool, reps: int, timeout: float, large: bool = False
+    n: int, deflate: bool, reps: int, timeout: float, large: bool = False,
+    tls: bool = False,
 ) -> Iterator[Dict[str, float]]:
     """Yield one result per repetition: ``{mode}_s`` and ``{mode}_cpu_ms``
     for each of :data:`MODES` (interleaved); ``large``: the message is
-    :data:`LARGE_PAYLOAD`."""
-    with Running(FANOUT, _env(large)) as server:
-        members = Many(server.port, n, deflate, path="/member")
+    :data:`LARGE_PAYLOAD`; ``tls``: the members connect over TLS."""
+    with Running(FANOUT_TLS if tls else FANOUT, _env(large)) as server:
+        members = Many(server.port, n, deflate, tls=tls, path="/member")
         trigger = None
         try:
             members.connect(timeout)
             if deflate and members.negotiated < n:
                 raise BenchError("deflate not negotiated")
-            trigger = _trigger(server.port)
+            trigger = _trigger(server.port, tls)
             _wait_members(trigger, n, timeout)
             expected = (LARGE_PAYLOAD if large else PAYLOAD).encode()
             reader = _Reader([members.conns], expected)

@@ -107,6 +107,7 @@ _GUNICORN_APPS = {
     "raw-gevent-tls": "bench.apps:raw_app",
     # bench.fanout's server (not in SERVERS: it runs only the fan-out rows)
     "greenws-fanout": "bench.fanoutapp:app",
+    "greenws-fanout-tls": "bench.fanoutapp:app",
     "socketio-fanout": "bench.fanoutapp:sio_app",
 }
 #: Environment variables naming the certificate and key of a TLS server.
@@ -130,6 +131,9 @@ def cert_files() -> Tuple[str, str]:
 
 #: The fan-out server (bench.fanout).
 FANOUT = ServerSpec("greenws-fanout", "greenws", "gevent", "gunicorn -k gevent")
+#: The same over TLS (gunicorn --certfile).
+FANOUT_TLS = ServerSpec("greenws-fanout-tls", "greenws", "gevent",
+                        "gunicorn -k gevent TLS", tls=True)
 #: python-socketio's emit(to=room) in gevent mode, the fan-out's peer.
 SIO_FANOUT = ServerSpec(
     "socketio-fanout", "python-socketio", "gevent", "gunicorn -k gevent"
@@ -143,12 +147,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def command(name: str, port: int) -> List[str]:
-    """The command line that starts server ``name`` on ``port``."""
+def command(name: str, port: int, tls_on: bool = False) -> List[str]:
+    """The command line that starts server ``name`` on ``port`` (``tls_on``:
+    over TLS)."""
     if name in _GUNICORN_APPS:
         tls = []
-        spec = BY_NAME.get(name)  # the fan-out servers are not in SERVERS
-        if spec is not None and spec.tls:
+        if tls_on:
             cert, key = cert_files()
             tls = ["--certfile", cert, "--keyfile", key]
         return [
@@ -182,7 +186,7 @@ class Running:
         # stderr goes to a file, not a pipe: a chatty server must never block.
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            command(spec.server, self.port),
+            command(spec.server, self.port, spec.tls),
             # (the directory of a --baseline greenws: the working directory
             # comes first on sys.path)
             cwd=spec.pythonpath or REPO,

@@ -16,8 +16,9 @@ clients mask each frame but share the compressed payload).
 Never wait for a member.  The sender writes to each member only what the
 kernel takes at once, under the member's write lock (taken only if free) and
 behind its queued pongs, so frames never interleave.  For an idle server
-connection on a plain socket that is one ``send()`` of the shared frame,
-which is most of what a fan-out costs (:func:`_fan_out`); anything else goes
+connection that is one ``send()`` of the shared frame (over TLS, one write of
+the SSL object, where the descriptor never blocks: gevent, eventlet), which
+is most of what a fan-out costs (:func:`_fan_out`); anything else goes
 through :meth:`Base._write_nowait`.  What does not
 fit goes to the member's own queue of pending messages, which a writer of the
 member's preset (a thread or greenlet started only while there is a backlog)
@@ -36,6 +37,7 @@ import _socket
 import collections
 import os
 import socket
+import ssl
 import struct
 import threading
 import weakref
@@ -123,12 +125,13 @@ class _Member:
 
 def _raw_socket(ws: Base) -> Any:
     """A stdlib socket on ``ws``'s descriptor whose ``send(data, flags)``
-    never blocks, and those flags; (None, 0) when there is none (TLS, or a
-    socket greenws does not know): each message then goes through a writer.
+    never blocks, and those flags (for TLS, a :class:`_TLSWriter`); (None, 0)
+    when there is none (TLS on a blocking descriptor, or a socket greenws
+    does not know): each message then goes through a writer.
     """
     sock = ws.sock
     if getattr(sock, "pending", None) is not None:  # TLS: the SSL object writes
-        return None, 0
+        return _TLSWriter.of(sock), 0
     raw = sock
     if not isinstance(raw, _socket.socket):
         # gevent keeps the real socket in _sock, eventlet in fd.  Their own
@@ -145,6 +148,45 @@ def _raw_socket(ws: Base) -> Any:
     if timeout is None and _MSG_DONTWAIT is not None:
         return raw, _MSG_DONTWAIT
     return None, 0  # a timeout makes send() wait for room first
+
+
+class _TLSWriter:
+    """``send(data, flags)`` for a TLS connection whose descriptor never
+    blocks (gevent's and eventlet's): the SSL object's own write.
+
+    An SSL write takes all of ``data`` or nothing (0 here), and after
+    nothing it must be repeated with the same bytes: the whole frame then
+    goes to the member's writer, whose ``sendall`` does exactly that.
+    """
+
+    __slots__ = ("_sock", "_write")
+
+    def __init__(self, sock: Any, write: Any) -> None:
+        self._sock = sock
+        self._write = write
+
+    @classmethod
+    def of(cls, sock: Any) -> Optional[_TLSWriter]:
+        sslobj = getattr(sock, "_sslobj", None)
+        write = getattr(sslobj, "write", None)
+        try:
+            if write is None or os.get_blocking(sock.fileno()):
+                return None
+        except (OSError, ValueError):
+            return None
+        return cls(sock, write)
+
+    def send(self, data: bytes, flags: int = 0) -> int:
+        try:
+            return int(self._write(data))
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return 0
+
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+    def getsockopt(self, *args: Any) -> Any:
+        return self._sock.getsockopt(*args)
 
 
 # Every connection with broadcast state; the state goes when it closes.

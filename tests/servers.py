@@ -12,7 +12,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple
 
 APPS = Path(__file__).parent / "apps"
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +110,9 @@ class HostedServer:
 
     ``options`` are extra gunicorn command-line options; ``unix`` (gunicorn
     kinds only) binds that Unix socket path instead of a port; ``port`` a port
-    to listen on (default: a free one), say to restart a server where it was.
+    to listen on (default: a free one), say to restart a server where it was;
+    ``tls`` (certificate file, key file) serves wss:// (gunicorn, eventlet
+    and gevent kinds).
     """
 
     def __init__(
@@ -121,16 +123,23 @@ class HostedServer:
         module: str = "echo_app",
         unix: Optional[str] = None,
         port: Optional[int] = None,
+        tls: Optional[Tuple[str, str]] = None,
     ) -> None:
         self.kind = kind
         self.module = module
         self.unix = unix
         self.options = options or []
         self.port = port or free_port()
-        self.url = f"ws://127.0.0.1:{self.port}"
-        self.http_url = f"http://127.0.0.1:{self.port}"
+        scheme = "s" if tls else ""
+        self.url = f"ws{scheme}://127.0.0.1:{self.port}"
+        self.http_url = f"http{scheme}://127.0.0.1:{self.port}"
         self._log = tempfile.TemporaryFile()
         full_env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONUNBUFFERED="1")
+        if tls:
+            if kind.startswith("gunicorn-"):
+                self.options += ["--certfile", tls[0], "--keyfile", tls[1]]
+            else:
+                full_env.update(SERVE_CERTFILE=tls[0], SERVE_KEYFILE=tls[1])
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             self.command(),

@@ -3,6 +3,7 @@ servers, and across processes through a real redis-server."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -370,13 +371,13 @@ def test_send_never_waits_for_a_full_socket_monkey_patched(runtime):
 # -- on real hosting servers ------------------------------------------------------
 
 
-def _chat_clients(stack, url, count, pids=None, attempts=40):
+def _chat_clients(stack, url, count, pids=None, attempts=40, **kw):
     """``count`` websockets clients of /chat (on as many worker processes as
     ``pids`` asks for), each past its "joined PID" greeting; ``stack`` (an
-    ExitStack) closes them."""
+    ExitStack) closes them; ``kw`` go to websockets' connect()."""
     clients, seen = [], set()
     for _ in range(attempts):
-        ws = stack.enter_context(ws_connect(url + "/chat", open_timeout=WAIT))
+        ws = stack.enter_context(ws_connect(url + "/chat", open_timeout=WAIT, **kw))
         greeting = ws.recv(timeout=WAIT)
         assert greeting.startswith("joined ")
         pid = int(greeting.split()[1])
@@ -435,6 +436,76 @@ def test_rooms_on_hosting_servers(kind):
             _chat(clients, 50)
     finally:
         server.stop_and_check()
+
+
+@pytest.mark.parametrize(
+    "kind, direct",
+    [("gunicorn-gevent", True), ("eventlet", True), ("gevent", True),
+     ("gunicorn-gthread", False)],
+)
+def test_rooms_over_tls_on_hosting_servers(kind, direct, tmp_path):
+    """wss:// members, the hosting server terminating TLS: each member gets
+    every message whole and in order, also one that stops reading for a
+    while (its SSL writes then cannot go out at once, and its writer must
+    repeat them with the same bytes).  Where the descriptor never blocks
+    (gevent, eventlet) the sender writes to members through the SSL object
+    itself; on a blocking one (gthread), always through their writer."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    server = HostedServer(kind, module="rooms_app", tls=(str(cert_file), str(key_file)))
+    # More than the kernel buffers for the paused member (tcp_wmem's 4 MiB)
+    count = 100
+    want = [b"%04d" % i + os.urandom(60 * 1024) for i in range(count)]
+    try:
+        with ExitStack() as stack:
+            sender, reader = _chat_clients(stack, server.url, 2, ssl=context)
+            # The paused member: a small receive buffer, and websockets stops
+            # reading its socket once one message waits.
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            sock.connect(("127.0.0.1", server.port))
+            paused = stack.enter_context(ws_connect(
+                server.url + "/chat", ssl=context, sock=sock, max_queue=1,
+                open_timeout=WAIT,
+            ))
+            assert paused.recv(timeout=WAIT).startswith("joined ")
+            status = stack.enter_context(
+                ws_connect(server.url + "/status", ssl=context, open_timeout=WAIT)
+            )
+            status.send("?")
+            members = json.loads(status.recv(timeout=WAIT))["direct"]
+            assert members == (3 if direct else 0)
+            got = {}
+
+            def read(name, ws):
+                got[name] = [ws.recv(timeout=WAIT) for _ in range(count)]
+
+            threads = [threading.Thread(target=read, args=(n, ws))
+                       for n, ws in (("sender", sender), ("reader", reader))]
+            for thread in threads:
+                thread.start()
+            for data in want:
+                sender.send(data)
+            for thread in threads:
+                thread.join(WAIT * 2)
+            # The paused member reads only now (websockets stopped reading its
+            # socket after max_queue messages).
+            read("paused", paused)
+            for name in ("sender", "reader", "paused"):
+                assert got.get(name) == want, name
+    finally:
+        # The port probe of HostedServer opens and drops a TCP connection
+        # without TLS, which the servers log with a traceback: not ours.
+        server.stop_and_check(re.compile(r"Error handling request|\" 500 |greenws"))
 
 
 # -- across processes, through Redis ---------------------------------------------
@@ -688,9 +759,10 @@ def test_two_gunicorn_gevent_workers_share_a_redis(redis_server):
 
 @pytest.mark.parametrize("rt", ["threading", "gevent"], indirect=True)
 def test_tls_members(harness):
-    """Members over TLS: the SSL object must do every write (no
-    non-blocking write of the raw socket), so a writer of their own sends:
-    each message arrives once, in order (echoed by a websockets server)."""
+    """Client members over TLS: the SSL object must do every write (no
+    write of the raw socket), directly where the descriptor never blocks,
+    else through a writer of their own: each message arrives once, in order
+    (echoed by a websockets server)."""
     import ssl
 
     import trustme
@@ -720,7 +792,10 @@ def test_tls_members(harness):
             harness.connections.append(client)
             clients.append(client)
             rooms.join(client, "r")
-        assert all(rooms_module._members[c].raw is None for c in clients)
+        # gevent's descriptors never block: the SSL object is written at
+        # once; threads' do: their writer writes.
+        direct = [rooms_module._members[c].raw is not None for c in clients]
+        assert direct == [rt.name != "threading"] * 3
         for i in range(50):
             rooms.send("r", f"m{i}")
             if i % 10 == 0:

@@ -4,7 +4,9 @@ WebSocket routes:
   /chat      joins the room "lobby", answers "joined PID", then passes every
              message it receives to the room (an "error: ..." answer when
              Redis did not take it)
-  /status    answers {"pid": ..., "connected": ...} once per message received
+  /status    answers {"pid": ..., "connected": ..., "direct": ...} once per
+             message received ("direct": how many members of "lobby" the
+             sender writes to itself, without a writer, when they keep up)
 Environment: ROOMS_REDIS (a redis:// URL; else rooms of this process only),
 ROOMS_INTERVAL (health_check_interval), ROOMS_TIMEOUT, ROOMS_PRESET (a
 preset name, for servers that are not monkey-patched).
@@ -14,6 +16,7 @@ import json
 import os
 
 import greenws
+from greenws.rooms import _members
 
 _preset = os.environ.get("ROOMS_PRESET")
 rooms = greenws.Rooms(
@@ -27,7 +30,13 @@ rooms = greenws.Rooms(
 def handler(ws):
     if ws.environ.get("PATH_INFO") == "/status":
         for _ in ws:
-            ws.send(json.dumps({"pid": os.getpid(), "connected": rooms.connected}))
+            direct = sum(
+                1 for m in rooms.members("lobby")
+                if getattr(_members.get(m), "raw", None) is not None
+            )
+            ws.send(json.dumps(
+                {"pid": os.getpid(), "connected": rooms.connected, "direct": direct}
+            ))
         return
     rooms.join(ws, "lobby")
     ws.send(f"joined {os.getpid()}")

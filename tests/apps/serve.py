@@ -5,6 +5,7 @@
 KIND: werkzeug | eventlet (monkey-patched) | eventlet-plain (not patched) |
 gevent (not monkey-patched) | gevent-patched.
 GREENWS_TEST_CLOSE_ON_SIGNALS=1 in the environment: greenws.close_all_on_signals().
+SERVE_CERTFILE and SERVE_KEYFILE (eventlet and gevent kinds): serve over TLS.
 gunicorn is started with its own command line (see tests/servers.py).
 """
 
@@ -36,6 +37,11 @@ if os.environ.get("GREENWS_TEST_CLOSE_ON_SIGNALS"):
         preset=getattr(greenws.presets, unpatched[kind]) if kind in unpatched else None
     )
 
+tls = {}
+if os.environ.get("SERVE_CERTFILE"):
+    tls = {"certfile": os.environ["SERVE_CERTFILE"],
+           "keyfile": os.environ["SERVE_KEYFILE"]}
+
 if kind == "werkzeug":
     from werkzeug.serving import run_simple
 
@@ -44,10 +50,13 @@ elif kind in ("eventlet", "eventlet-plain"):
     import eventlet
     import eventlet.wsgi
 
-    eventlet.wsgi.server(eventlet.listen(("127.0.0.1", port)), app)
+    listener = eventlet.listen(("127.0.0.1", port))
+    if tls:
+        listener = eventlet.wrap_ssl(listener, server_side=True, **tls)
+    eventlet.wsgi.server(listener, app)
 elif kind in ("gevent", "gevent-patched"):
     from gevent.pywsgi import WSGIServer
 
-    WSGIServer(("127.0.0.1", port), app).serve_forever()
+    WSGIServer(("127.0.0.1", port), app, **tls).serve_forever()
 else:
     raise SystemExit(f"unknown server kind {kind!r}")
