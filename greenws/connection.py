@@ -25,7 +25,7 @@ import selectors
 import socket
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, TypeVar, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TypeVar, Union
 
 from wsproto.utilities import LocalProtocolError
 
@@ -570,37 +570,45 @@ class Base(Options):
     # the kernel takes at once and leaves the rest, with the write lock, to
     # a writer of that connection's own.  ``take`` is the messages to write,
     # or a callable giving them that is called holding the write lock, so
-    # that whoever holds the lock writes them in the order they were queued.
+    # that whoever holds the lock writes them in the order they were queued;
+    # or one frame built already (bytes), shared by many connections.
 
     def _write_nowait(
         self, take: Any, raw: Any, flags: int, timeout: Optional[float] = None
     ) -> Any:
-        """Write what ``take()`` gives, as far as the socket takes it at once.
+        """Write ``take`` (see above), as far as the socket takes it at once.
 
         ``raw.send(data, flags)`` must never block (a non-blocking socket on
         the same file descriptor, or ``MSG_DONTWAIT``).  Returns True when
-        it all went out, False when the connection is gone, None when
-        nothing was done: the write lock is taken (``timeout``: waited for
-        that long).  Otherwise it returns a list of what is still to send
-        (with the control frames queued meanwhile, if any) and keeps the
-        write lock: the caller must hand both to :meth:`_write_rest`.
+        it all went out, False when the connection is gone (or closing, for
+        a frame built already), None when nothing was done: the write lock
+        is taken (``timeout``: waited for that long).  Otherwise it returns
+        a list of what is still to send (with the control frames queued
+        meanwhile, if any) and keeps the write lock: the caller must hand
+        both to :meth:`_write_rest`.
         """
         lock = self._write_lock
         got = lock.acquire(False) if timeout is None else lock.acquire(timeout=timeout)
         if not got:
             return None
         rest: Optional[List[Any]] = None
+        more: Sequence[Any]
         try:
             if self._done:
                 return False
             try:
-                pieces = self._frames(take() if callable(take) else take)
-                if not pieces:
-                    return True
-                data = pieces[0]
-                if type(data) is not bytes:
-                    rest = pieces  # large: the writer sends it
-                    return rest
+                if type(take) is bytes:
+                    if not self.connected:  # framed elsewhere: we may be closing
+                        return False
+                    data, more = take, ()
+                else:
+                    pieces = self._frames(take() if callable(take) else take)
+                    if not pieces:
+                        return True
+                    data, more = pieces[0], pieces[1:]
+                    if type(data) is not bytes:
+                        rest = pieces  # large: the writer sends it
+                        return rest
                 try:
                     sent = raw.send(data, flags)
                 except BlockingIOError:
@@ -610,10 +618,10 @@ class Base(Options):
                     return False
                 raise
             if sent < len(data):
-                rest = [memoryview(data)[sent:], *pieces[1:]]
-            elif len(pieces) > 1 or self._controls:
+                rest = [memoryview(data)[sent:], *more]
+            elif more or self._controls:
                 # More pieces, or pongs waiting: they may take waiting.
-                rest = pieces[1:]
+                rest = list(more)
             return True if rest is None else rest
         finally:
             if rest is None:

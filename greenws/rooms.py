@@ -14,17 +14,17 @@ once per permessage-deflate window (server connections share the bytes;
 clients mask each frame but share the compressed payload).
 
 Never wait for a member.  The sender writes to each member only what the
-kernel takes at once, under the member's write lock (taken only if free) and
-behind its queued pongs, so frames never interleave.  For an idle server
-connection that is one ``send()`` of the shared frame (over TLS, one write of
-the SSL object, where the descriptor never blocks: gevent, eventlet), which
-is most of what a fan-out costs (:func:`_fan_out`); anything else goes
-through :meth:`Base._write_nowait`.  What does not
-fit goes to the member's own queue of pending messages, which a writer of the
-member's preset (a thread or greenlet started only while there is a backlog)
-drains in order.  A member whose queue holds ``max_pending`` messages cannot
-keep up: it is closed with 1008 ("too slow"), leaves every room, and the
-others go on.  Memory therefore stays bounded whatever the members do.
+kernel takes at once (:meth:`Base._write_nowait`), under the member's write
+lock (taken only if free) and behind its queued pongs, so frames never
+interleave.  For an idle server connection that is one ``send()`` of the
+shared frame (over TLS, one write of the SSL object, where the descriptor
+never blocks: gevent, eventlet), which is most of what a fan-out costs.
+What does not fit goes to the member's own queue of pending messages, which
+a writer of the member's preset (a thread or greenlet started only while
+there is a backlog) drains in order.  A member whose queue holds
+``max_pending`` messages cannot keep up: it is closed with 1008 ("too
+slow"), leaves every room, and the others go on.  Memory therefore stays
+bounded whatever the members do.
 
 Connections that close leave every room by themselves
 (:func:`greenws.registry.on_discard`).  Across processes, see
@@ -90,9 +90,7 @@ class _Member:
     """Broadcast state of one connection (shared by every Rooms object and
     :func:`broadcast`)."""
 
-    __slots__ = (
-        "ws", "pending", "writers", "dead", "raw", "flags", "lock", "send", "bits"
-    )
+    __slots__ = ("ws", "pending", "writers", "dead", "raw", "flags", "bits")
 
     def __init__(self, ws: Base) -> None:
         self.ws = ws
@@ -106,11 +104,9 @@ class _Member:
         # Closed or too slow: nothing more is queued.
         self.dead = False
         self.raw, self.flags = _raw_socket(ws)
-        self.lock = ws._write_lock
-        # The fast lane of _fan_out: the raw socket's send, and the window
-        # whose shared frame this member takes (None: no fast lane; a client
-        # masks each frame, and see Protocol.shared_bits).
-        self.send: Any = None if self.raw is None else self.raw.send
+        # The window whose shared frame this member takes as it is, or None
+        # (it frames each message itself: a client masks each frame, and see
+        # Protocol.shared_bits).
         self.bits: Optional[int] = None
         if self.raw is not None and ws._is_server:
             self.bits = ws._protocol.shared_bits()
@@ -403,76 +399,44 @@ def _fan_out(
 ) -> int:
     """Hand ``shared`` to each connection; how many it went to.
 
-    This runs once per member and message, so the common case (nothing
-    queued for the member, its write lock free, the socket taking the whole
-    frame) is spelled out here: the frame shared by every member with the
-    same window goes straight to the socket.  Anything else takes the
-    general path of :meth:`Base._write_nowait` and the member's queue.
+    Members that take the shared frame as it is (see :attr:`_Member.bits`)
+    get it from one dict lookup per message, not from framing per member,
+    so that an idle member costs little more than its ``send()``.
     """
     count = 0
     members = _members
     frames: Dict[int, Any] = {}
+    whole = (shared,)
     single = shared.single
     for ws in connections:
         member = members.get(ws) or _member(ws)
         if member is None or member.dead:
             continue
         count += 1
+        if member.pending or member.raw is None:
+            _deliver(member, shared, max_pending)
+            continue
+        take: Any = whole
         bits = member.bits
-        if bits is None or not single or member.pending:
-            _write_general(member, shared, max_pending)
-            continue
-        frame = frames.get(bits)
-        if frame is None:
-            frame = frames[bits] = shared.frame(bits, False)
-        lock = member.lock
-        if type(frame) is not bytes or not lock.acquire(False):
-            _write_general(member, shared, max_pending)
-            continue
-        if not ws.connected or ws._controls:
-            # Closing (nothing more goes out), or pongs to send first.
-            lock.release()
-            _write_general(member, shared, max_pending)
-            continue
+        if bits is not None and single:
+            frame = frames.get(bits)
+            if frame is None:
+                frame = frames[bits] = shared.frame(bits, False)
+            if type(frame) is bytes:
+                take = frame
         try:
-            sent = member.send(frame, member.flags)
-        except BlockingIOError:
-            sent = 0
-        except BaseException as exc:
-            try:
-                failed = ws._write_failed(exc)
-            finally:
-                lock.release()
-            if failed:
-                continue
-            raise
-        if sent == len(frame):
-            lock.release()
-            if ws._controls:  # queued by a reader thread meanwhile
-                ws._flush_controls()
-        else:
-            _start_writer(member, [memoryview(frame)[sent:]])  # with our lock
+            result = ws._write_nowait(take, member.raw, member.flags)
+        except Exception:  # noqa: BLE001 - a bug of ours
+            logger.exception("greenws.rooms: error while writing to %r", ws)
+            continue
+        if result is True:
+            if member.pending:  # queued by other threads meanwhile
+                _pump(member)
+        elif result is None:
+            _deliver(member, shared, max_pending)
+        elif result is not False:
+            _start_writer(member, result)
     return count
-
-
-def _write_general(member: _Member, shared: Shared, max_pending: int) -> None:
-    """:func:`_fan_out` for a member off the fast lane."""
-    ws = member.ws
-    if member.pending or member.raw is None:
-        _deliver(member, shared, max_pending)
-        return
-    try:
-        result = ws._write_nowait((shared,), member.raw, member.flags)
-    except Exception:  # noqa: BLE001 - a bug of ours
-        logger.exception("greenws.rooms: error while writing to %r", ws)
-        return
-    if result is True:
-        if member.pending:  # queued by other threads meanwhile
-            _pump(member)
-    elif result is None:
-        _deliver(member, shared, max_pending)
-    elif result is not False:
-        _start_writer(member, result)
 
 
 def broadcast(
