@@ -37,7 +37,6 @@ PAYLOAD = _update(12)
 LARGE_PAYLOAD = _update(160)
 
 
-
 def message() -> str:
     """The message this server fans out."""
     return LARGE_PAYLOAD if os.environ.get("FANOUT_LARGE") else PAYLOAD
