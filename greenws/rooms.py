@@ -61,6 +61,9 @@ TOO_SLOW_REASON = "too slow"
 # Longest a sender waits for the write lock of a member whose queue is full
 # but whose socket is not (see _catch_up).
 _CATCH_UP = 1.0
+# How long the writer of a member without a direct path (see _Member.wake)
+# waits for the next message before it ends.
+_LINGER = 2.0
 
 try:
     import fcntl
@@ -90,7 +93,7 @@ class _Member:
     """Broadcast state of one connection (shared by every Rooms object and
     :func:`broadcast`)."""
 
-    __slots__ = ("ws", "pending", "writers", "dead", "raw", "flags", "bits")
+    __slots__ = ("ws", "pending", "writers", "dead", "raw", "flags", "bits", "wake")
 
     def __init__(self, ws: Base) -> None:
         self.ws = ws
@@ -110,6 +113,20 @@ class _Member:
         self.bits: Optional[int] = None
         if self.raw is not None and ws._is_server:
             self.bits = ws._protocol.shared_bits()
+        # Without a direct path every message needs the writer: it waits
+        # for the next one a while (woken by this event) instead of ending,
+        # so that a thread is not started per message.
+        self.wake: Any = None if self.raw is not None else ws.event_class()
+
+    def end(self) -> int:
+        """Queue nothing more, drop what waits (how many), stop the writer."""
+        with _lock:
+            self.dead = True
+            dropped = len(self.pending)
+            self.pending.clear()
+        if self.wake is not None:
+            self.wake.set()
+        return dropped
 
     def take(self) -> List[Shared]:
         """Every pending message (the caller holds the write lock)."""
@@ -214,9 +231,7 @@ def _forget(ws: Base) -> None:
     try:
         member = _members.pop(ws, None)
         if member is not None:
-            with _lock:
-                member.dead = True
-                member.pending.clear()
+            member.end()
         for rooms in list(_instances):
             rooms._drop(ws)
     except Exception:  # noqa: BLE001 - it runs inside the connection's close
@@ -311,10 +326,13 @@ def _pump(member: _Member) -> None:
                 return
         # More came while we held the lock (other threads): write it too.
     with _lock:
-        if member.writers or member.dead or not member.pending:
-            return
-        member.writers += 1
-    _start_writer(member, None, counted=True)
+        start = not (member.writers or member.dead or not member.pending)
+        if start:
+            member.writers += 1
+    if start:
+        _start_writer(member, None, counted=True)
+    elif member.wake is not None:
+        member.wake.set()  # a writer waiting for the next message takes it
 
 
 def _start_writer(
@@ -344,15 +362,24 @@ def _write_pending(member: _Member, rest: Optional[List[Any]]) -> None:
     waiting for the socket as long as it takes (the queue's bound decides
     when the member is too slow)."""
     ws = member.ws
+    wake = member.wake
     ok = True
+    idle = False  # waited for the next message in vain
     try:
         if rest is not None:
             ok = ws._write_rest(rest)
         while ok:
+            if wake is not None:
+                wake.clear()  # before looking: a message queued after sets it
             with _lock:
-                if member.dead or not member.pending:
+                waiting = not member.pending
+                if member.dead or (waiting and (wake is None or idle)):
                     member.writers -= 1
                     return
+            if waiting:
+                idle = not wake.wait(_LINGER)
+                continue
+            idle = False
             ok = ws._write_batch(member.take)
     except Exception:  # noqa: BLE001 - a bug of ours, or an interrupted write
         logger.exception("greenws.rooms: error while writing to %r", ws)
@@ -363,12 +390,9 @@ def _write_pending(member: _Member, rest: Optional[List[Any]]) -> None:
 def _too_slow(member: _Member) -> None:
     """Close a member that cannot keep up (1008) and remove it everywhere."""
     ws = member.ws
-    with _lock:
-        pending = len(member.pending)
-        # Kept (dead) until the connection is over, so that nothing more
-        # is queued for it meanwhile.
-        member.dead = True
-        member.pending.clear()
+    # Kept (dead) until the connection is over, so that nothing more is
+    # queued for it meanwhile.
+    pending = member.end()
     for rooms in list(_instances):
         rooms._drop(ws)
     logger.info(

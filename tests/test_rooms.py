@@ -757,18 +757,14 @@ def test_two_gunicorn_gevent_workers_share_a_redis(redis_server):
         check_log(server.stop(), "gunicorn-gevent", _ERRORS)
 
 
-@pytest.mark.parametrize("rt", ["threading", "gevent"], indirect=True)
-def test_tls_members(harness):
-    """Client members over TLS: the SSL object must do every write (no
-    write of the raw socket), directly where the descriptor never blocks,
-    else through a writer of their own: each message arrives once, in order
-    (echoed by a websockets server)."""
+def _tls_echo_server(rt):
+    """A websockets echo server over TLS, in a thread: (port, client
+    context, stop())."""
     import ssl
 
     import trustme
     from websockets.sync.server import serve
 
-    rt = harness.rt
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost").configure_cert(server_ctx)
@@ -780,8 +776,64 @@ def test_tls_members(harness):
             conn.send(message)
 
     server = serve(echo, "127.0.0.1", 0, ssl=server_ctx)
-    port = server.socket.getsockname()[1]
     thread = rt.spawn_thread(server.serve_forever)
+
+    def stop():
+        server.shutdown()
+        thread.get()
+
+    return server.socket.getsockname()[1], client_ctx, stop
+
+
+@pytest.mark.parametrize("rt", ["threading"], indirect=True)
+def test_a_writer_without_a_direct_path_serves_many_messages(harness, monkeypatch):
+    """TLS members under threads need their writer for every message: it
+    waits for the next one instead of a thread being started per message,
+    and it ends as soon as its member closes."""
+    rt = harness.rt
+    port, client_ctx, stop = _tls_echo_server(rt)
+    started = []
+    real = rooms_module._start_writer
+    monkeypatch.setattr(
+        rooms_module, "_start_writer",
+        lambda member, rest, **kw: (started.append(member), real(member, rest, **kw)),
+    )
+    try:
+        rooms = greenws.Rooms()
+        clients = []
+        for _ in range(3):
+            client = greenws.Client.connect(
+                f"wss://localhost:{port}/", preset=rt.preset, ssl_context=client_ctx
+            )
+            harness.connections.append(client)
+            clients.append(client)
+            rooms.join(client, "r")
+        states = [rooms_module._members[c] for c in clients]
+        for i in range(30):  # one at a time: each written before the next
+            rooms.send("r", f"m{i}")
+            for client in clients:
+                assert client.receive(WAIT) == f"m{i}"
+        assert len(started) == 3, len(started)
+        for client in clients:
+            client.close()
+        # well before the writers would stop waiting by themselves
+        assert rt.wait_until(
+            lambda: not any(s.writers for s in states), rooms_module._LINGER / 2
+        )
+    finally:
+        for client in harness.connections:
+            client.close()
+        stop()
+
+
+@pytest.mark.parametrize("rt", ["threading", "gevent"], indirect=True)
+def test_tls_members(harness):
+    """Client members over TLS: the SSL object must do every write (no
+    write of the raw socket), directly where the descriptor never blocks,
+    else through a writer of their own: each message arrives once, in order
+    (echoed by a websockets server)."""
+    rt = harness.rt
+    port, client_ctx, stop = _tls_echo_server(rt)
     try:
         rooms = greenws.Rooms()
         clients = []
@@ -805,8 +857,7 @@ def test_tls_members(harness):
     finally:
         for client in harness.connections:
             client.close()
-        server.shutdown()
-        thread.get()
+        stop()
 
 
 @pytest.mark.filterwarnings("ignore:Using fork:DeprecationWarning")  # eventlet's
