@@ -360,7 +360,8 @@ def _start_writer(
 def _write_pending(member: _Member, rest: Optional[List[Any]]) -> None:
     """A member's writer: what a sender left, then the queue until empty,
     waiting for the socket as long as it takes (the queue's bound decides
-    when the member is too slow)."""
+    when the member is too slow); for a member without a direct path, then
+    for the next message a while (see :attr:`_Member.wake`)."""
     ws = member.ws
     wake = member.wake
     ok = True
