@@ -32,14 +32,14 @@ import ssl
 import subprocess
 import time
 import zlib
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import greenws
 
 from .fanoutapp import LARGE_PAYLOAD, PAYLOAD
 from .many import Many, _Conn
 from .rawclient import BenchError, frame, parse_frame
-from .servers import FANOUT, FANOUT_TLS, SIO_FANOUT, Running, free_port
+from .servers import FANOUT, FANOUT_TLS, SIO_FANOUT, Running, ServerSpec, free_port
 
 _PAYLOAD = PAYLOAD.encode()
 #: The ways :func:`local` fans out, interleaved in each repetition.
@@ -227,40 +227,60 @@ def _sio_join(conns: List[_Conn], timeout: float) -> None:
             sock.setblocking(False)
 
 
-def socketio(n: int, deflate: bool, reps: int, timeout: float, large: bool = False
-             ) -> Iterator[Dict[str, float]]:
-    """python-socketio's emit(to=room): ``emit_s`` and ``emit_cpu_ms``."""
-    with Running(SIO_FANOUT, _env(large)) as server:
-        members = Many(server.port, n, deflate, path=_SIO_PATH)
-        trigger = None
+@contextlib.contextmanager
+def _fanout_server(
+    spec: ServerSpec, env: Optional[Dict[str, str]], n: int, deflate: bool,
+    timeout: float, path: str, expected: bytes, tls: bool = False,
+    join: Optional[Callable[[List[_Conn], float], None]] = None,
+    same_bytes: bool = True,
+) -> Iterator[Tuple[Running, Many, greenws.Client, _Reader]]:
+    """Server ``spec`` with ``n`` members connected (then ``join``-ed) and
+    counted by it: (server, members, trigger, a reader expecting
+    ``expected``), all closed after."""
+    with Running(spec, env) as server:
+        members = Many(server.port, n, deflate, tls=tls, path=path)
+        trigger = reader = None
         try:
             members.connect(timeout)
-            _sio_join(members.conns, timeout)
-            negotiated = members.negotiated
-            trigger = _trigger(server.port)
+            if join is not None:
+                join(members.conns, timeout)
+            trigger = _trigger(server.port, tls)
             _wait_members(trigger, n, timeout)
-            message = _sio_message(LARGE_PAYLOAD if large else PAYLOAD)
-            reader = _Reader([members.conns], message, same_bytes=not deflate)
-            try:
-                trigger.send("emit 1")  # warm-up, untimed
-                reader.collect(1, time.perf_counter(), timeout)
-                trigger.receive(timeout=timeout)
-                for _ in range(reps):
-                    cpu0 = server.cpu()
-                    t0 = time.perf_counter()
-                    trigger.send("emit 1")
-                    emit_s = reader.collect(1, t0, timeout)[0]
-                    if trigger.receive(timeout=timeout) != "done":
-                        raise BenchError("no answer from the trigger")
-                    yield {"emit_s": emit_s,
-                           "emit_cpu_ms": (server.cpu() - cpu0) * 1000,
-                           "deflate": negotiated / n}
-            finally:
-                reader.close()
+            reader = _Reader([members.conns], expected, same_bytes)
+            yield server, members, trigger, reader
         finally:
+            if reader is not None:
+                reader.close()
             if trigger is not None:
                 trigger.close()
             members.close()
+
+
+def _timed(server: Running, trigger: greenws.Client, reader: _Reader, command: str,
+           timeout: float) -> Tuple[float, float]:
+    """Send ``command``: (seconds until the last member had the message, the
+    server's CPU ms), once the server answered."""
+    cpu0 = server.cpu()
+    t0 = time.perf_counter()
+    trigger.send(command)
+    seconds = reader.collect(1, t0, timeout)[0]
+    if trigger.receive(timeout=timeout) != "done":
+        raise BenchError("no answer from the trigger")
+    return seconds, (server.cpu() - cpu0) * 1000
+
+
+def socketio(n: int, deflate: bool, reps: int, timeout: float, large: bool = False
+             ) -> Iterator[Dict[str, float]]:
+    """python-socketio's emit(to=room): ``emit_s`` and ``emit_cpu_ms``."""
+    expected = _sio_message(LARGE_PAYLOAD if large else PAYLOAD)
+    with _fanout_server(SIO_FANOUT, _env(large), n, deflate, timeout, _SIO_PATH,
+                        expected, join=_sio_join, same_bytes=not deflate) as (
+            server, members, trigger, reader):
+        _timed(server, trigger, reader, "emit 1", timeout)  # warm-up, untimed
+        for _ in range(reps):
+            emit_s, emit_cpu_ms = _timed(server, trigger, reader, "emit 1", timeout)
+            yield {"emit_s": emit_s, "emit_cpu_ms": emit_cpu_ms,
+                   "deflate": members.negotiated / n}
 
 
 def local(
@@ -270,39 +290,20 @@ def local(
     """Yield one result per repetition: ``{mode}_s`` and ``{mode}_cpu_ms``
     for each of :data:`MODES` (interleaved); ``large``: the message is
     :data:`LARGE_PAYLOAD`; ``tls``: the members connect over TLS."""
-    with Running(FANOUT_TLS if tls else FANOUT, _env(large)) as server:
-        members = Many(server.port, n, deflate, tls=tls, path="/member")
-        trigger = None
-        try:
-            members.connect(timeout)
-            if deflate and members.negotiated < n:
-                raise BenchError("deflate not negotiated")
-            trigger = _trigger(server.port, tls)
-            _wait_members(trigger, n, timeout)
-            expected = (LARGE_PAYLOAD if large else PAYLOAD).encode()
-            reader = _Reader([members.conns], expected)
-            try:
-                for mode in MODES:  # warm-up, untimed
-                    trigger.send(f"{mode} 1")
-                    reader.collect(1, time.perf_counter(), timeout)
-                    trigger.receive(timeout=timeout)
-                for _ in range(reps):
-                    got: Dict[str, float] = {}
-                    for mode in MODES:
-                        cpu0 = server.cpu()
-                        t0 = time.perf_counter()
-                        trigger.send(f"{mode} 1")
-                        got[f"{mode}_s"] = reader.collect(1, t0, timeout)[0]
-                        if trigger.receive(timeout=timeout) != "done":
-                            raise BenchError("no answer from the trigger")
-                        got[f"{mode}_cpu_ms"] = (server.cpu() - cpu0) * 1000
-                    yield got
-            finally:
-                reader.close()
-        finally:
-            if trigger is not None:
-                trigger.close()
-            members.close()
+    expected = (LARGE_PAYLOAD if large else PAYLOAD).encode()
+    with _fanout_server(FANOUT_TLS if tls else FANOUT, _env(large), n, deflate,
+                        timeout, "/member", expected, tls=tls) as (
+            server, members, trigger, reader):
+        if deflate and members.negotiated < n:
+            raise BenchError("deflate not negotiated")
+        for mode in MODES:  # warm-up, untimed
+            _timed(server, trigger, reader, f"{mode} 1", timeout)
+        for _ in range(reps):
+            got: Dict[str, float] = {}
+            for mode in MODES:
+                got[f"{mode}_s"], got[f"{mode}_cpu_ms"] = _timed(
+                    server, trigger, reader, f"{mode} 1", timeout)
+            yield got
 
 
 @contextlib.contextmanager

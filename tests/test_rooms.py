@@ -785,6 +785,20 @@ def _tls_echo_server(rt):
     return server.socket.getsockname()[1], client_ctx, stop
 
 
+def _tls_members(harness, rooms, port, client_ctx, count=3):
+    """``count`` greenws clients of the server of :func:`_tls_echo_server`,
+    members of the room "r"."""
+    clients = []
+    for _ in range(count):
+        client = greenws.Client.connect(
+            f"wss://localhost:{port}/", preset=harness.rt.preset, ssl_context=client_ctx
+        )
+        harness.connections.append(client)
+        clients.append(client)
+        rooms.join(client, "r")
+    return clients
+
+
 @pytest.mark.parametrize("rt", ["threading"], indirect=True)
 def test_a_writer_without_a_direct_path_serves_many_messages(harness, monkeypatch):
     """TLS members under threads need their writer for every message: it
@@ -800,14 +814,7 @@ def test_a_writer_without_a_direct_path_serves_many_messages(harness, monkeypatc
     )
     try:
         rooms = greenws.Rooms()
-        clients = []
-        for _ in range(3):
-            client = greenws.Client.connect(
-                f"wss://localhost:{port}/", preset=rt.preset, ssl_context=client_ctx
-            )
-            harness.connections.append(client)
-            clients.append(client)
-            rooms.join(client, "r")
+        clients = _tls_members(harness, rooms, port, client_ctx)
         states = [rooms_module._members[c] for c in clients]
         for i in range(30):  # one at a time: each written before the next
             rooms.send("r", f"m{i}")
@@ -836,14 +843,7 @@ def test_tls_members(harness):
     port, client_ctx, stop = _tls_echo_server(rt)
     try:
         rooms = greenws.Rooms()
-        clients = []
-        for _ in range(3):
-            client = greenws.Client.connect(
-                f"wss://localhost:{port}/", preset=rt.preset, ssl_context=client_ctx
-            )
-            harness.connections.append(client)
-            clients.append(client)
-            rooms.join(client, "r")
+        clients = _tls_members(harness, rooms, port, client_ctx)
         # gevent's descriptors never block: the SSL object is written at
         # once; threads' do: their writer writes.
         direct = [rooms_module._members[c].raw is not None for c in clients]
